@@ -1,0 +1,147 @@
+"""The JSON API of contract section 2: handlers parse, authorise and call services."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.http import require_http_methods
+
+from chat import selectors, services
+from chat.models import Conversation
+from chat.serializers import conversation_to_dict, message_to_dict
+
+Handler = Callable[..., HttpResponse]
+
+
+def error_response(status: int, code: str, detail: str) -> JsonResponse:
+    """A refusal as JSON: a code for programs, a sentence for people."""
+    return JsonResponse({"error": {"code": code, "detail": detail}}, status=status)
+
+
+def api_login_required(view: Handler) -> Handler:
+    """401 in JSON instead of a redirect to the login page."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            return error_response(401, "not_authenticated", "Log in, or send an API token.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+class BadRequest(Exception):
+    """The body is not the JSON object the endpoint expects."""
+
+
+def _json_body(request: HttpRequest) -> dict[str, Any]:
+    """The request's JSON object body; an empty body is an empty object."""
+    if not request.body:
+        return {}
+    try:
+        data = json.loads(request.body)
+    except ValueError as exc:
+        raise BadRequest("The request body is not valid JSON.") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return data
+
+
+def _owned_conversation(request: HttpRequest, conversation_id: Any) -> Conversation | None:
+    return selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+
+
+def _not_found() -> JsonResponse:
+    return error_response(404, "not_found", "No such conversation.")
+
+
+def _service_status(exc: services.ServiceError) -> int:
+    """HTTP status for a refused request: busy is a conflict, the rest are bad requests."""
+    return 409 if exc.code == "busy" else 400
+
+
+@require_http_methods(["GET", "POST"])
+@api_login_required
+def conversations(request: HttpRequest) -> HttpResponse:
+    """List the caller's conversations, newest first, or start one."""
+    if request.method == "GET":
+        items = selectors.conversation_list(user=request.user)
+        return JsonResponse({"conversations": [conversation_to_dict(c) for c in items]})
+    try:
+        body = _json_body(request)
+        conversation = services.conversation_create(
+            owner=request.user,
+            title=body.get("title", ""),
+            model=body.get("model"),
+            thinking=body.get("thinking", True),
+            system_prompt=body.get("system_prompt", ""),
+        )
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    except services.ServiceError as exc:
+        return error_response(_service_status(exc), exc.code, exc.detail)
+    return JsonResponse(conversation_to_dict(conversation), status=201)
+
+
+@require_http_methods(["GET", "PATCH", "DELETE"])
+@api_login_required
+def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """One conversation with its messages; rename or change its settings; delete it."""
+    found = _owned_conversation(request, conversation_id)
+    if found is None:
+        return _not_found()
+    if request.method == "GET":
+        return JsonResponse(selectors.conversation_detail(conversation=found))
+    if request.method == "DELETE":
+        services.conversation_delete(conversation=found)
+        return HttpResponse(status=204)
+    try:
+        body = _json_body(request)
+        allowed = {"title", "model", "thinking", "system_prompt"}
+        updated = services.conversation_update(
+            conversation=found, changes={k: v for k, v in body.items() if k in allowed}
+        )
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    except services.ServiceError as exc:
+        return error_response(_service_status(exc), exc.code, exc.detail)
+    return JsonResponse(conversation_to_dict(updated))
+
+
+@require_http_methods(["POST"])
+@api_login_required
+def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """Send a message; the reply is written for every watcher (202)."""
+    found = _owned_conversation(request, conversation_id)
+    if found is None:
+        return _not_found()
+    try:
+        body = _json_body(request)
+        user_message, reply = services.message_send(
+            conversation=found, content=body.get("content"), client_id=body.get("client_id", "")
+        )
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    except services.ServiceError as exc:
+        return error_response(_service_status(exc), exc.code, exc.detail)
+    return JsonResponse(
+        {"user_message": message_to_dict(user_message), "assistant_message": message_to_dict(reply)}, status=202
+    )
+
+
+@require_http_methods(["POST"])
+@api_login_required
+def stop(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """Stop the reply being written, as the socket's `generation.stop` does."""
+    found = _owned_conversation(request, conversation_id)
+    if found is None:
+        return _not_found()
+    try:
+        reply = services.reply_stop(conversation=found)
+    except services.ServiceError as exc:
+        return error_response(_service_status(exc), exc.code, exc.detail)
+    return JsonResponse({"message_id": str(reply.id)}, status=202)

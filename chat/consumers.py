@@ -1,0 +1,139 @@
+"""The conversation socket: it subscribes to a conversation and relays requests; it owns no reply."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from chat import events, selectors, services
+from chat.models import Conversation
+
+logger = logging.getLogger(__name__)
+
+
+class ConversationConsumer(AsyncWebsocketConsumer):
+    """`/ws/conversations/<id>/`: contract section 3."""
+
+    conversation: Conversation
+    group: str
+
+    async def connect(self) -> None:
+        """Accept the owner only; join the group before the snapshot so no delta falls between."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        conversation = await database_sync_to_async(selectors.conversation_get)(
+            user=user, conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"]
+        )
+        if conversation is None:
+            await self.close()
+            return
+        self.conversation = conversation
+        self.group = events.conversation_group(conversation.id)
+        # The highest seq this socket has sent, per reply; deltas at or below it are dropped.
+        self.sent_seq: dict[str, int] = {}
+        await self.accept()
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        # The owner's group carries conversation.updated/deleted for all their conversations (sidebar).
+        self.user_group = events.user_group(user.id)
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        await self.send_state()
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the groups; any reply goes on without this socket."""
+        if hasattr(self, "group"):
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+    async def send_state(self) -> None:
+        """Send `conversation.state`: the stored messages plus the reply in flight."""
+        state = await selectors.conversation_state(conversation=self.conversation)
+        streaming = state["streaming"]
+        if streaming is not None:
+            self.sent_seq[streaming["message_id"]] = streaming["seq"]
+        await self.send_json(state)
+
+    async def send_json(self, event: dict[str, Any]) -> None:
+        """Send one event as a JSON text frame."""
+        await self.send(text_data=json.dumps(event, separators=(",", ":")))
+
+    async def send_error(self, code: str, detail: str) -> None:
+        """Refuse a request of this socket only; the socket stays open."""
+        await self.send_json({"type": "error", "code": code, "detail": detail})
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Parse one client frame and hand it to the service it asks for."""
+        if text_data is None:
+            await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self.send_error("bad_json", "That frame is not valid JSON.")
+            return
+        if not isinstance(frame, dict):
+            await self.send_error("bad_frame", "A frame must be a JSON object with a type.")
+            return
+        kind = frame.get("type")
+        if kind == "message.send":
+            await self.message_send(frame)
+        elif kind == "generation.stop":
+            await self.generation_stop()
+        else:
+            await self.send_error("unknown_type", f"Unknown frame type: {str(kind)[:50]!r}.")
+
+    async def message_send(self, frame: dict[str, Any]) -> None:
+        """Store the user's message and start the reply, or say why not."""
+        try:
+            await database_sync_to_async(services.message_send)(
+                conversation=self.conversation, content=frame.get("content"), client_id=frame.get("client_id", "")
+            )
+        except services.ServiceError as exc:
+            await self.send_error(exc.code, exc.detail)
+
+    async def generation_stop(self) -> None:
+        """Stop the reply in flight, whichever process writes it."""
+        try:
+            await database_sync_to_async(services.reply_stop)(conversation=self.conversation)
+        except services.ServiceError as exc:
+            await self.send_error(exc.code, exc.detail)
+
+    # Group events: each relays one event type of contract section 3.
+
+    async def message_created(self, event: dict[str, Any]) -> None:
+        """A message was stored or a reply started."""
+        await self.send_json(event)
+
+    async def message_delta(self, event: dict[str, Any]) -> None:
+        """Relay a delta once, in order; a gap means this socket fell behind, so it resyncs."""
+        message_id = event["message_id"]
+        last = self.sent_seq.get(message_id, 0)
+        seq = event["seq"]
+        if seq <= last:
+            return
+        if seq > last + 1:
+            logger.warning("socket missed deltas; resyncing", extra={"message_id": message_id})
+            await self.send_state()
+            return
+        self.sent_seq[message_id] = seq
+        await self.send_json(event)
+
+    async def message_completed(self, event: dict[str, Any]) -> None:
+        """A reply ended."""
+        self.sent_seq.pop(event["message_id"], None)
+        await self.send_json(event)
+
+    async def conversation_updated(self, event: dict[str, Any]) -> None:
+        """Title or settings changed."""
+        await self.send_json(event)
+
+    async def conversation_deleted(self, event: dict[str, Any]) -> None:
+        """A conversation of the owner is gone; if it is this one, the socket closes after saying so."""
+        await self.send_json(event)
+        if event["conversation"]["id"] == str(self.conversation.id):
+            await self.close()

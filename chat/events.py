@@ -1,0 +1,96 @@
+"""The one module that sends client events (contract section 3), so every event has one source.
+
+Events about stored rows are sent after the database commit (`*_on_commit`); deltas are sent by the
+reply writer as it goes. A group message's `type` is the event's type, so the consumer's handler for
+`message.delta` is `message_delta`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from chat.models import Conversation, Message
+from chat.serializers import conversation_to_dict, message_to_dict
+
+logger = logging.getLogger(__name__)
+
+
+def conversation_group(conversation_id: uuid.UUID | str) -> str:
+    """The group of every socket watching one conversation."""
+    return f"conversation.{uuid.UUID(str(conversation_id)).hex}"
+
+
+def user_group(user_id: int) -> str:
+    """The group of every socket of one user, for the sidebar."""
+    return f"user.{user_id}"
+
+
+async def publish(group: str, event: dict[str, Any]) -> bool:
+    """Send one event to a group; a layer failure is logged, never raised into the reply."""
+    layer = get_channel_layer()
+    try:
+        await layer.group_send(group, event)
+    except Exception:
+        logger.exception("channel layer send failed", extra={"group": group, "event_type": event.get("type")})
+        return False
+    return True
+
+
+def _publish_on_commit(group: str, event: dict[str, Any]) -> None:
+    """Queue an event to go out once the surrounding transaction has committed."""
+    transaction.on_commit(lambda: async_to_sync(publish)(group, event))
+
+
+def message_created_on_commit(message: Message) -> None:
+    """A user message was stored, or a reply started."""
+    _publish_on_commit(
+        conversation_group(message.conversation_id),
+        {"type": "message.created", "message": message_to_dict(message)},
+    )
+
+
+def message_completed_on_commit(message: Message) -> None:
+    """A reply ended: its whole final texts, status, usage and error."""
+    event: dict[str, Any] = {
+        "type": "message.completed",
+        "message_id": str(message.id),
+        "status": message.status,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "message": message_to_dict(message),
+    }
+    if message.usage is not None:
+        event["usage"] = message.usage
+    if message.error is not None:
+        event["error"] = message.error
+    _publish_on_commit(conversation_group(message.conversation_id), event)
+
+
+def conversation_updated_on_commit(conversation: Conversation) -> None:
+    """Title or settings changed, or it was created: every socket of the owner learns it (sidebar too)."""
+    event = {"type": "conversation.updated", "conversation": conversation_to_dict(conversation)}
+    _publish_on_commit(user_group(conversation.owner_id), event)
+
+
+def conversation_deleted_on_commit(conversation: Conversation) -> None:
+    """The conversation is gone: every socket of the owner learns it; its own sockets then close."""
+    event = {"type": "conversation.deleted", "conversation": conversation_to_dict(conversation)}
+    _publish_on_commit(user_group(conversation.owner_id), event)
+
+
+async def message_delta(
+    *, conversation_id: uuid.UUID, message_id: uuid.UUID, seq: int, content: str, reasoning: str
+) -> bool:
+    """Text to append to a reply; only the reply's writer calls this, with seq rising by one."""
+    event: dict[str, Any] = {"type": "message.delta", "message_id": str(message_id), "seq": seq}
+    if content:
+        event["content"] = content
+    if reasoning:
+        event["reasoning"] = reasoning
+    return await publish(conversation_group(conversation_id), event)

@@ -1,0 +1,370 @@
+"""Server-owned reply generation: one asyncio task per reply, independent of any socket.
+
+The task is the single writer of a reply's deltas: it numbers them, coalesces them, updates the
+shared snapshot before publishing each one, checkpoints the text to the database about once a
+second, and stores the final outcome. Sockets only subscribe. A stop reaches the task directly in
+this process, or through the channel layer from any other process, and closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from asgiref.sync import SyncToAsync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+
+from chat import events, selectors, services, simulator, upstream
+from chat.models import Message
+from chat.streamstate import StreamStore, get_store
+
+logger = logging.getLogger(__name__)
+
+STOP_EVENT = "reply.stop"
+
+
+def control_group(message_id: uuid.UUID) -> str:
+    """The group a reply's writer listens on for a stop from any process."""
+    return f"reply.{message_id.hex}"
+
+
+@dataclass
+class ReplyRun:
+    """A reply being written in this process."""
+
+    message_id: uuid.UUID
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+
+_runs: dict[uuid.UUID, ReplyRun] = {}
+_background: set[asyncio.Task[object]] = set()
+_fallback_loop: asyncio.AbstractEventLoop | None = None
+_fallback_lock = threading.Lock()
+
+
+def _keep(task: asyncio.Task[object]) -> None:
+    """Hold a reference to a fire-and-forget task so it is not garbage-collected mid-run."""
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+def _on_server_loop(callback: Callable[[], None]) -> None:
+    """Run a callback on the server's event loop, whichever thread we are called from.
+
+    Replies must live on the loop that serves the sockets (the in-process layer cannot cross loops),
+    so sync code running under `sync_to_async` hands the work to its main loop. Code with no server
+    loop at all (a shell, a management command) gets a background loop of its own.
+    """
+    # A fresh context: the caller's would tell asgiref that the reply runs inside the caller's
+    # sync thread, and the reply's own database calls would then refuse to run ("would deadlock").
+    context = contextvars.Context()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        context.run(callback)
+        return
+    main_loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None)
+    if main_loop is not None and main_loop.is_running():
+        main_loop.call_soon_threadsafe(callback, context=context)
+        return
+    _background_loop().call_soon_threadsafe(callback, context=context)
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    """A loop in a daemon thread, for replies started outside any server."""
+    global _fallback_loop
+    with _fallback_lock:
+        if _fallback_loop is None:
+            _fallback_loop = asyncio.new_event_loop()
+            threading.Thread(target=_fallback_loop.run_forever, name="reply-loop", daemon=True).start()
+        return _fallback_loop
+
+
+def launch(message_id: uuid.UUID) -> None:
+    """Start writing a stored reply; called after the commit that created it."""
+
+    def start() -> None:
+        run = ReplyRun(message_id=message_id)
+        _runs[message_id] = run
+        run.task = asyncio.get_running_loop().create_task(_run_reply(run), name=f"reply-{message_id}")
+        run.task.add_done_callback(lambda _t: _runs.pop(message_id, None))
+
+    _on_server_loop(start)
+
+
+def request_stop(message_id: uuid.UUID) -> None:
+    """Ask the writer of a reply to stop, wherever it runs."""
+
+    def stop() -> None:
+        run = _runs.get(message_id)
+        if run is not None:
+            run.stop_requested.set()
+            return
+        _keep(asyncio.get_running_loop().create_task(_send_stop(message_id)))
+
+    _on_server_loop(stop)
+
+
+async def _send_stop(message_id: uuid.UUID) -> None:
+    """Tell the process that writes this reply to stop it."""
+    try:
+        await get_channel_layer().group_send(control_group(message_id), {"type": STOP_EVENT})
+    except Exception:
+        logger.exception("could not send a stop", extra={"message_id": str(message_id)})
+
+
+def running_replies() -> list[uuid.UUID]:
+    """The replies this process is writing now."""
+    return list(_runs)
+
+
+class DeltaWriter:
+    """Numbers, coalesces and publishes a reply's text; the only source of its `message.delta`s."""
+
+    def __init__(self, *, conversation_id: uuid.UUID, message_id: uuid.UUID, store: StreamStore) -> None:
+        self.conversation_id = conversation_id
+        self.message_id = message_id
+        self.store = store
+        self.seq = 0
+        self.content_parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self._pending_content: list[str] = []
+        self._pending_reasoning: list[str] = []
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_checkpoint = time.monotonic()
+        self._checkpoint: asyncio.Task[None] | None = None
+
+    @property
+    def content(self) -> str:
+        """The whole answer so far."""
+        return "".join(self.content_parts)
+
+    @property
+    def reasoning(self) -> str:
+        """The whole reasoning so far."""
+        return "".join(self.reasoning_parts)
+
+    async def add(self, content: str, reasoning: str) -> None:
+        """Take text from upstream; the first piece goes out at once, the rest every few tens of ms."""
+        if content:
+            self.content_parts.append(content)
+            self._pending_content.append(content)
+        if reasoning:
+            self.reasoning_parts.append(reasoning)
+            self._pending_reasoning.append(reasoning)
+        if self.seq == 0:
+            await self.flush()
+        elif self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(settings.CHAT_COALESCE_SECONDS, self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        """The coalescing window closed: publish what gathered in it."""
+        self._timer = None
+        _keep(asyncio.get_running_loop().create_task(self.flush()))
+
+    async def flush(self) -> None:
+        """Publish pending text as one delta with the next seq, after updating the snapshot."""
+        async with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._pending_content and not self._pending_reasoning:
+                return
+            content = "".join(self._pending_content)
+            reasoning = "".join(self._pending_reasoning)
+            self._pending_content.clear()
+            self._pending_reasoning.clear()
+            self.seq += 1
+            try:
+                await self.store.append(self.message_id, self.seq, content, reasoning)
+            except Exception:
+                logger.exception("snapshot update failed", extra={"message_id": str(self.message_id)})
+            await events.message_delta(
+                conversation_id=self.conversation_id,
+                message_id=self.message_id,
+                seq=self.seq,
+                content=content,
+                reasoning=reasoning,
+            )
+            self._maybe_checkpoint()
+
+    def _maybe_checkpoint(self) -> None:
+        """Store the text so far about once a second, never once per token, off the delta path."""
+        now = time.monotonic()
+        if now - self._last_checkpoint < settings.CHAT_CHECKPOINT_SECONDS:
+            return
+        if self._checkpoint is not None and not self._checkpoint.done():
+            return
+        self._last_checkpoint = now
+        self._checkpoint = asyncio.get_running_loop().create_task(self._store_checkpoint())
+
+    async def _store_checkpoint(self) -> None:
+        try:
+            await database_sync_to_async(services.reply_checkpoint)(
+                message_id=self.message_id, content=self.content, reasoning=self.reasoning
+            )
+        except Exception:
+            logger.exception("checkpoint failed", extra={"message_id": str(self.message_id)})
+
+    async def close(self) -> None:
+        """Publish what is left and wait for a checkpoint in flight, before the final write."""
+        await self.flush()
+        if self._checkpoint is not None:
+            await self._checkpoint
+
+
+def _source(request: upstream.ReplyRequest) -> AsyncIterator[upstream.UpstreamEvent]:
+    """DeepSeek itself, or the offline simulator when no key is set."""
+    if settings.DEEPSEEK_API_KEY:
+        return upstream.stream_reply(request)
+    return simulator.stream_reply(request)
+
+
+@dataclass
+class Outcome:
+    """How a reply ended, as the writer learnt it."""
+
+    status: str = Message.Status.COMPLETE
+    finish_reason: str = ""
+    model: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+    error_code: str = ""
+    error_detail: str = ""
+    first_token_at: float | None = None
+
+
+async def _pump(request: upstream.ReplyRequest, writer: DeltaWriter, outcome: Outcome) -> None:
+    """Read the upstream stream into the writer until it finishes or fails."""
+    stream = _source(request)
+    try:
+        async for event in stream:
+            if isinstance(event, upstream.TextDelta):
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                await writer.add(event.content, event.reasoning)
+            else:
+                outcome.finish_reason = event.finish_reason
+                outcome.model = event.model
+                outcome.usage = event.usage
+    except upstream.UpstreamError as exc:
+        outcome.status = Message.Status.FAILED
+        outcome.error_code = exc.code
+        outcome.error_detail = exc.detail
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def _wait_for_stop(run: ReplyRun) -> None:
+    """Return when a stop is asked for, here or through the channel layer from another process."""
+    layer = get_channel_layer()
+    group = control_group(run.message_id)
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add(group, channel)
+    except Exception:
+        logger.warning("stop listener could not join the channel layer", exc_info=True)
+        await run.stop_requested.wait()
+        return
+    local = asyncio.ensure_future(run.stop_requested.wait())
+    try:
+        while not run.stop_requested.is_set():
+            remote = asyncio.ensure_future(layer.receive(channel))
+            done, _ = await asyncio.wait({local, remote}, return_when=asyncio.FIRST_COMPLETED)
+            if remote in done:
+                try:
+                    if remote.result().get("type") == STOP_EVENT:
+                        return
+                except Exception:
+                    logger.warning("stop listener lost the channel layer; retrying", exc_info=True)
+                    await asyncio.sleep(0.5)
+            else:
+                remote.cancel()
+    finally:
+        local.cancel()
+        try:
+            await layer.group_discard(group, channel)
+        except Exception:
+            logger.warning("could not leave the stop group", exc_info=True)
+
+
+async def _keep_lease(store: StreamStore, message_id: uuid.UUID) -> None:
+    """Renew the reply's lease, so other processes know a live process is writing it."""
+    interval = max(settings.CHAT_REPLY_LEASE_SECONDS / 3, 0.1)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await store.renew_lease(message_id)
+        except Exception:
+            logger.warning("lease renewal failed", exc_info=True)
+
+
+async def _run_reply(run: ReplyRun) -> None:
+    """Write one reply from start to end; a socket closing does not touch this."""
+    context = await database_sync_to_async(selectors.reply_context)(message_id=run.message_id)
+    if context is None:
+        return
+    store = get_store()
+    started_at = time.monotonic()
+    writer = DeltaWriter(conversation_id=context.conversation_id, message_id=run.message_id, store=store)
+    outcome = Outcome(model=context.request.model)
+    try:
+        await store.start(run.message_id)
+    except Exception:
+        logger.exception("could not start the reply snapshot", extra={"message_id": str(run.message_id)})
+    lease = asyncio.ensure_future(_keep_lease(store, run.message_id))
+    pump = asyncio.ensure_future(_pump(context.request, writer, outcome))
+    stop = asyncio.ensure_future(_wait_for_stop(run))
+    try:
+        await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not pump.done():
+            pump.cancel()
+            outcome.status = Message.Status.STOPPED
+        try:
+            await pump
+        except asyncio.CancelledError:
+            if not pump.cancelled():
+                raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must still end the reply.
+            failure = upstream.error_from_exception(exc, started=bool(writer.seq))
+            outcome.status, outcome.error_code, outcome.error_detail = (
+                Message.Status.FAILED,
+                failure.code,
+                failure.detail,
+            )
+    finally:
+        for task in (stop, lease, pump):
+            if not task.done():
+                task.cancel()
+    await writer.close()
+    await database_sync_to_async(services.reply_finish)(
+        message_id=run.message_id,
+        status=outcome.status,
+        content=writer.content,
+        reasoning=writer.reasoning,
+        finish_reason=outcome.finish_reason,
+        usage=outcome.usage,
+        error_code=outcome.error_code,
+        error_detail=outcome.error_detail,
+        upstream_model=outcome.model,
+        time_to_first_token_ms=(
+            int((outcome.first_token_at - started_at) * 1000) if outcome.first_token_at is not None else None
+        ),
+        duration_ms=int((time.monotonic() - started_at) * 1000),
+    )
+    try:
+        await store.clear(run.message_id)
+    except Exception:
+        logger.warning("could not clear the reply snapshot", exc_info=True)

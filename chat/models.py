@@ -1,0 +1,118 @@
+"""Conversations and their messages; a reply is an assistant message that streams, then ends."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import models
+from django.db.models import Q
+
+
+class ConversationQuerySet(models.QuerySet["Conversation"]):
+    """Reads on conversations, kept beside the model so every caller filters the same way."""
+
+    def owned_by(self, user: AbstractBaseUser) -> ConversationQuerySet:
+        """Only the conversations of this user: another user's answers as unknown."""
+        return self.filter(owner=user)
+
+
+class Conversation(models.Model):
+    """A chat between one user and one DeepSeek model."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
+    title = models.CharField(max_length=200, blank=True)
+    model = models.CharField(max_length=100)
+    thinking = models.BooleanField(default=True)
+    system_prompt = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    objects = ConversationQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-updated_at"]
+        indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.id}"
+
+
+class MessageQuerySet(models.QuerySet["Message"]):
+    """Reads on messages."""
+
+    def streaming(self) -> MessageQuerySet:
+        """Replies still being written."""
+        return self.filter(status=Message.Status.STREAMING)
+
+
+class Message(models.Model):
+    """One turn: a user's message, or an assistant reply with its reasoning, usage and outcome."""
+
+    class Role(models.TextChoices):
+        USER = "user"
+        ASSISTANT = "assistant"
+
+    class Status(models.TextChoices):
+        STREAMING = "streaming"
+        COMPLETE = "complete"
+        STOPPED = "stopped"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error_detail = models.TextField(blank=True)
+    finish_reason = models.CharField(max_length=64, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cache_hit_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cache_miss_tokens = models.PositiveIntegerField(null=True, blank=True)
+    upstream_model = models.CharField(max_length=100, blank=True)
+    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    client_id = models.CharField(max_length=100, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    objects = MessageQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            # One reply at a time per conversation, held by the database even across processes.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(status="streaming"),
+                name="one_streaming_reply_per_conversation",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.content[:60]}"
+
+    @property
+    def usage(self) -> dict[str, int] | None:
+        """Token counts as the API shows them, or None before DeepSeek reported any."""
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return {
+            "prompt_tokens": self.prompt_tokens or 0,
+            "completion_tokens": self.completion_tokens or 0,
+            "reasoning_tokens": self.reasoning_tokens or 0,
+            "prompt_cache_hit_tokens": self.cache_hit_tokens or 0,
+            "prompt_cache_miss_tokens": self.cache_miss_tokens or 0,
+        }
+
+    @property
+    def error(self) -> dict[str, str] | None:
+        """The failure as the API shows it."""
+        if not self.error_code:
+            return None
+        return {"code": self.error_code, "detail": self.error_detail}

@@ -1,0 +1,48 @@
+"""The JSON shapes of contract section 2, shared by the API, the socket and the events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat.models import Conversation, Message
+
+
+def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
+    """A conversation as clients see it."""
+    return {
+        "id": str(conversation.id),
+        "title": conversation.title,
+        "model": conversation.model,
+        "thinking": conversation.thinking,
+        "system_prompt": conversation.system_prompt,
+        "created_at": conversation.created_at.isoformat(),
+        "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+def message_to_dict(message: Message) -> dict[str, Any]:
+    """A message as clients see it; usage and error only where there are some."""
+    data: dict[str, Any] = {
+        "id": str(message.id),
+        "conversation_id": str(message.conversation_id),
+        "role": message.role,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "status": message.status,
+        "created_at": message.created_at.isoformat(),
+    }
+    if message.role == Message.Role.ASSISTANT:
+        data["model"] = message.upstream_model
+        if message.finish_reason:
+            data["finish_reason"] = message.finish_reason
+        if message.time_to_first_token_ms is not None:
+            data["time_to_first_token_ms"] = message.time_to_first_token_ms
+        if message.duration_ms is not None:
+            data["duration_ms"] = message.duration_ms
+    if message.client_id:
+        data["client_id"] = message.client_id
+    if message.usage is not None:
+        data["usage"] = message.usage
+    if message.error is not None:
+        data["error"] = message.error
+    return data

@@ -1,0 +1,259 @@
+"""Writes: every change to conversations and messages goes through these functions.
+
+Views, consumers and the API only parse, authorise and call here. Events go out after the commit
+(see `chat.events`); a reply's generation is started after the commit (see `chat.generation`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat import events, generation
+from chat.models import Conversation, Message
+from chat.streamstate import get_store
+
+logger = logging.getLogger(__name__)
+
+TITLE_MAX_CHARS = 60
+
+
+class ServiceError(Exception):
+    """A refused request, with a code for programs and a sentence for people."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def _validate_model(model: str | None) -> str:
+    """The model asked for, or the default; unknown ids are refused before anything is stored."""
+    if model is None or model == "":
+        return settings.DEEPSEEK_MODELS[0]
+    if not isinstance(model, str) or model not in settings.DEEPSEEK_MODELS:
+        raise ServiceError("invalid_model", f"Unknown model; choose one of: {', '.join(settings.DEEPSEEK_MODELS)}.")
+    return model
+
+
+def _validate_text(value: Any, *, field: str, max_chars: int) -> str:
+    """A string field, or a clear refusal."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ServiceError("invalid_field", f"The {field} must be text.")
+    if len(value) > max_chars:
+        raise ServiceError("invalid_field", f"The {field} is too long (at most {max_chars:,} characters).")
+    return value
+
+
+def _validate_bool(value: Any, *, field: str) -> bool:
+    """A true/false field, or a clear refusal."""
+    if not isinstance(value, bool):
+        raise ServiceError("invalid_field", f"The {field} setting must be true or false.")
+    return value
+
+
+def conversation_create(
+    *,
+    owner: AbstractBaseUser,
+    title: Any = "",
+    model: Any = None,
+    thinking: Any = True,
+    system_prompt: Any = "",
+) -> Conversation:
+    """Start a conversation with validated settings; the owner's other devices see it appear."""
+    conversation = Conversation(
+        owner=owner,
+        title=_validate_text(title, field="title", max_chars=200).strip(),
+        model=_validate_model(model),
+        thinking=_validate_bool(thinking, field="thinking"),
+        system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
+    )
+    with transaction.atomic():
+        conversation.save()
+        events.conversation_updated_on_commit(conversation)
+    return conversation
+
+
+def conversation_update(*, conversation: Conversation, changes: dict[str, Any]) -> Conversation:
+    """Rename or change a conversation's settings; every device sees the change."""
+    if "title" in changes:
+        conversation.title = _validate_text(changes["title"], field="title", max_chars=200).strip()
+    if "model" in changes:
+        conversation.model = _validate_model(changes["model"])
+    if "thinking" in changes:
+        conversation.thinking = _validate_bool(changes["thinking"], field="thinking")
+    if "system_prompt" in changes:
+        conversation.system_prompt = _validate_text(
+            changes["system_prompt"], field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS
+        )
+    with transaction.atomic():
+        conversation.save()
+        events.conversation_updated_on_commit(conversation)
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete a conversation; a reply being written is stopped, and its upstream request closed."""
+    reply = conversation.messages.streaming().first()
+    with transaction.atomic():
+        events.conversation_deleted_on_commit(conversation)
+        if reply is not None:
+            transaction.on_commit(lambda: generation.request_stop(reply.id))
+        conversation.delete()
+
+
+def message_validate_content(content: Any) -> str:
+    """The text of a message to send, or a refusal saying what is wrong with it."""
+    if not isinstance(content, str):
+        raise ServiceError("invalid_content", "The message must be text.")
+    if not content.strip():
+        raise ServiceError("empty_content", "The message is empty.")
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise ServiceError(
+            "content_too_long",
+            f"The message is {len(content):,} characters long; the limit is {limit:,}. Shorten it and send again.",
+        )
+    return content
+
+
+def _automatic_title(content: str) -> str:
+    """A short title from the first message, on one line."""
+    line = " ".join(content.split())
+    return line if len(line) <= TITLE_MAX_CHARS else line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+
+
+def message_send(*, conversation: Conversation, content: Any, client_id: Any = "") -> tuple[Message, Message]:
+    """Store the user's message and start the reply; refused with `busy` while a reply is written."""
+    text = message_validate_content(content)
+    client_id = client_id if isinstance(client_id, str) else ""
+    busy = ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
+    if conversation.messages.streaming().exists():
+        raise busy
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            user_message = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.USER,
+                content=text,
+                client_id=client_id[:100],
+                created_at=now,
+            )
+            reply = Message.objects.create(
+                conversation=conversation,
+                role=Message.Role.ASSISTANT,
+                status=Message.Status.STREAMING,
+                upstream_model=conversation.model,
+                created_at=now + timedelta(microseconds=1),
+            )
+            if not conversation.title:
+                conversation.title = _automatic_title(text)
+            conversation.save(update_fields=["title", "updated_at"])
+            events.conversation_updated_on_commit(conversation)
+            events.message_created_on_commit(user_message)
+            events.message_created_on_commit(reply)
+            transaction.on_commit(lambda: generation.launch(reply.id))
+    except IntegrityError as exc:
+        # Another process started a reply between the check and the insert.
+        raise busy from exc
+    return user_message, reply
+
+
+def reply_checkpoint(*, message_id: uuid.UUID, content: str, reasoning: str) -> None:
+    """Store a reply's text so far, so little is lost if this process dies."""
+    Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(content=content, reasoning=reasoning)
+
+
+def reply_finish(
+    *,
+    message_id: uuid.UUID,
+    status: str,
+    content: str,
+    reasoning: str,
+    finish_reason: str = "",
+    usage: dict[str, int] | None = None,
+    error_code: str = "",
+    error_detail: str = "",
+    upstream_model: str = "",
+    time_to_first_token_ms: int | None = None,
+    duration_ms: int | None = None,
+) -> Message | None:
+    """End a reply once: store its final text and outcome, then tell every watcher."""
+    usage = usage or {}
+    with transaction.atomic():
+        reply = (
+            Message.objects.select_for_update()
+            .filter(id=message_id, status=Message.Status.STREAMING)
+            .select_related("conversation")
+            .first()
+        )
+        if reply is None:
+            return None  # Deleted, or already ended by someone else.
+        reply.status = status
+        reply.content = content
+        reply.reasoning = reasoning
+        reply.finish_reason = finish_reason
+        reply.error_code = error_code
+        reply.error_detail = error_detail
+        if upstream_model:
+            reply.upstream_model = upstream_model
+        if usage:
+            reply.prompt_tokens = usage.get("prompt_tokens", 0)
+            reply.completion_tokens = usage.get("completion_tokens", 0)
+            reply.reasoning_tokens = usage.get("reasoning_tokens", 0)
+            reply.cache_hit_tokens = usage.get("prompt_cache_hit_tokens", 0)
+            reply.cache_miss_tokens = usage.get("prompt_cache_miss_tokens", 0)
+        reply.time_to_first_token_ms = time_to_first_token_ms
+        reply.duration_ms = duration_ms
+        reply.save()
+        Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
+        events.message_completed_on_commit(reply)
+    return reply
+
+
+def reply_stop(*, conversation: Conversation) -> Message:
+    """Stop the reply being written, from any tab or process; refused when there is none."""
+    reply = conversation.messages.streaming().first()
+    if reply is None:
+        raise ServiceError("not_streaming", "No reply is being written in this conversation.")
+    if get_store().has_lease_sync(reply.id):
+        generation.request_stop(reply.id)
+    else:
+        # No live process is writing it (it died): end it here with the text stored so far.
+        reply_finish(
+            message_id=reply.id,
+            status=Message.Status.STOPPED,
+            content=reply.content,
+            reasoning=reply.reasoning,
+        )
+    return reply
+
+
+def replies_close_orphaned() -> int:
+    """Close as `failed` the replies left `streaming` by a process that died, keeping their text."""
+    closed = 0
+    for reply in Message.objects.streaming().only("id", "content", "reasoning"):
+        if get_store().has_lease_sync(reply.id):
+            continue  # A live process still writes it.
+        if reply_finish(
+            message_id=reply.id,
+            status=Message.Status.FAILED,
+            content=reply.content,
+            reasoning=reply.reasoning,
+            error_code="interrupted",
+            error_detail="The server restarted while this reply was being written; the text so far was kept.",
+        ):
+            closed += 1
+    if closed:
+        logger.warning("closed %d replies left streaming by a stopped server", closed)
+    return closed

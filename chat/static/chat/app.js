@@ -1,0 +1,140 @@
+// The chat page: one socket per open conversation, the transcript, the composer and the sidebar.
+
+import { apiFetch } from "./api.js";
+import { ReconnectingSocket } from "./socket.js";
+import { Transcript } from "./transcript.js";
+
+const config = JSON.parse(document.getElementById("chat-config").textContent);
+const transcript = new Transcript(document.getElementById("transcript"));
+const input = document.getElementById("composer-input");
+const form = document.getElementById("composer");
+const sendButton = document.getElementById("send");
+const stopButton = document.getElementById("stop");
+const notice = document.getElementById("notice");
+const connection = document.getElementById("connection");
+const title = document.getElementById("conversation-title");
+const sidebar = document.getElementById("conversation-list");
+const modelSelect = document.getElementById("model-select");
+const thinkingToggle = document.getElementById("thinking-toggle");
+let pendingClientId = null;
+
+function showNotice(text) {
+  notice.textContent = text;
+  notice.hidden = !text;
+}
+
+function refreshControls() {
+  stopButton.hidden = !transcript.isStreaming;
+  sendButton.hidden = transcript.isStreaming;
+}
+
+function applyConversation(conversation) {
+  if (conversation.id === config.id) {
+    title.textContent = conversation.title || "New conversation";
+    document.title = `${conversation.title || "New conversation"} · DeepSeek Chat`;
+    modelSelect.value = conversation.model;
+    thinkingToggle.checked = conversation.thinking;
+  }
+  let item = sidebar.querySelector(`li[data-id="${conversation.id}"]`);
+  if (!item) {
+    sidebar.querySelector(".empty-note")?.remove();
+    item = document.createElement("li");
+    item.dataset.id = conversation.id;
+    const link = document.createElement("a");
+    link.href = `/c/${conversation.id}/`;
+    item.append(link);
+  }
+  item.querySelector("a").textContent = conversation.title || "New conversation";
+  if (conversation.id === config.id) {
+    item.classList.add("active");
+    item.setAttribute("aria-current", "page");
+  }
+  sidebar.prepend(item); // most recently updated first
+}
+
+const handlers = {
+  "conversation.state": (event) => {
+    transcript.reset(event);
+    applyConversation(event.conversation);
+  },
+  "message.created": (event) => {
+    transcript.add(event.message);
+    if (event.message.client_id && event.message.client_id === pendingClientId) {
+      input.value = "";
+      pendingClientId = null;
+      autosize();
+    }
+  },
+  "message.delta": (event) => transcript.delta(event),
+  "message.completed": (event) => transcript.completed(event),
+  "conversation.updated": (event) => applyConversation(event.conversation),
+  "conversation.deleted": (event) => {
+    sidebar.querySelector(`li[data-id="${event.conversation.id}"]`)?.remove();
+    if (event.conversation.id === config.id) {
+      socket.close();
+      location.assign("/");
+    }
+  },
+  error: (event) => {
+    pendingClientId = null;
+    showNotice(event.detail);
+  },
+};
+
+const socket = new ReconnectingSocket(config.socketPath, {
+  onEvent(event) {
+    const handler = handlers[event.type];
+    if (handler) handler(event);
+    refreshControls();
+  },
+  onStatus(text, level) {
+    connection.textContent = text;
+    connection.dataset.level = level;
+  },
+});
+
+function send() {
+  const content = input.value;
+  if (!content.trim()) return;
+  if (content.length > config.maxChars) {
+    showNotice(`The message is ${content.length} characters long; the limit is ${config.maxChars}.`);
+    return;
+  }
+  pendingClientId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
+  if (!socket.send({ type: "message.send", content, client_id: pendingClientId })) {
+    showNotice("Not connected; the message was not sent. Reconnecting…");
+    pendingClientId = null;
+    return;
+  }
+  showNotice("");
+}
+
+function autosize() {
+  input.style.height = "auto";
+  input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    send();
+  }
+});
+input.addEventListener("input", autosize);
+stopButton.addEventListener("click", () => socket.send({ type: "generation.stop" }));
+
+async function saveSettings(changes) {
+  try {
+    await apiFetch(config.apiPath, { method: "PATCH", body: changes });
+    showNotice("");
+  } catch (error) {
+    showNotice(error.message);
+  }
+}
+modelSelect.addEventListener("change", () => saveSettings({ model: modelSelect.value }));
+thinkingToggle.addEventListener("change", () => saveSettings({ thinking: thinkingToggle.checked }));
+input.focus();

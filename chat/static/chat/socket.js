@@ -1,0 +1,64 @@
+// A WebSocket that reconnects by itself with backoff and reports its state.
+// Every (re)connection starts with `conversation.state`, so the page simply rebuilds from it.
+
+export class ReconnectingSocket {
+  constructor(path, { onEvent, onStatus }) {
+    this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
+    this.onEvent = onEvent;
+    this.onStatus = onStatus;
+    this.attempt = 0;
+    this.closedForGood = false;
+    this.ws = null;
+    this.connect();
+    window.addEventListener("online", () => this.reconnectNow());
+  }
+
+  connect() {
+    this.onStatus(this.attempt ? "reconnecting…" : "connecting…", "pending");
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    ws.addEventListener("open", () => {
+      this.attempt = 0;
+      this.onStatus("connected", "ok");
+    });
+    ws.addEventListener("message", (message) => {
+      let event;
+      try {
+        event = JSON.parse(message.data);
+      } catch {
+        return;
+      }
+      this.onEvent(event);
+    });
+    ws.addEventListener("close", () => {
+      if (this.ws !== ws || this.closedForGood) return;
+      this.scheduleReconnect();
+    });
+  }
+
+  scheduleReconnect() {
+    this.attempt += 1;
+    const delay = Math.min(10000, 500 * 2 ** (this.attempt - 1)) * (0.75 + Math.random() * 0.5);
+    this.onStatus(`offline, retrying in ${Math.ceil(delay / 1000)} s`, "bad");
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  reconnectNow() {
+    if (this.closedForGood || (this.ws && this.ws.readyState <= WebSocket.OPEN)) return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  send(frame) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  close() {
+    this.closedForGood = true;
+    clearTimeout(this.timer);
+    if (this.ws) this.ws.close();
+  }
+}

@@ -1,0 +1,145 @@
+// The transcript: messages as the server states them, replies growing delta by delta.
+// Model text is only ever set as textContent, never parsed as HTML.
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function describeUsage(message) {
+  const parts = [];
+  if (message.model) parts.push(message.model);
+  if (message.usage) {
+    const u = message.usage;
+    parts.push(`${u.prompt_tokens} in · ${u.completion_tokens} out`);
+    if (u.reasoning_tokens) parts.push(`${u.reasoning_tokens} reasoning`);
+    if (u.prompt_cache_hit_tokens) parts.push(`${u.prompt_cache_hit_tokens} cached`);
+  }
+  if (message.time_to_first_token_ms != null) parts.push(`first token ${(message.time_to_first_token_ms / 1000).toFixed(1)} s`);
+  return parts.join(" · ");
+}
+
+export class Transcript {
+  constructor(root) {
+    this.root = root;
+    this.views = new Map(); // message id -> {article, content, reasoning, details, meta, seq, data}
+    this.streamingId = null;
+  }
+
+  get isStreaming() {
+    return this.streamingId !== null;
+  }
+
+  reset(state) {
+    this.views.clear();
+    this.streamingId = null;
+    this.root.replaceChildren();
+    for (const message of state.messages) this.add(message);
+    const streaming = state.streaming;
+    if (streaming) {
+      const view = this.views.get(streaming.message_id);
+      if (view) {
+        view.data.content = streaming.content;
+        view.data.reasoning = streaming.reasoning;
+        view.seq = streaming.seq;
+        this.paint(view);
+      }
+    }
+    this.showEmpty();
+  }
+
+  showEmpty() {
+    if (this.views.size === 0) {
+      this.root.append(el("p", "empty-note", "Ask anything to start."));
+    } else {
+      this.root.querySelectorAll(":scope > .empty-note").forEach((n) => n.remove());
+    }
+  }
+
+  add(message) {
+    if (this.views.has(message.id)) return;
+    const article = el("article", `msg ${message.role}`);
+    article.dataset.id = message.id;
+    article.append(el("div", "role", message.role === "user" ? "You" : "DeepSeek"));
+    const details = el("details", "reasoning");
+    details.append(el("summary", "", "Reasoning"));
+    const reasoning = el("div", "reasoning-text");
+    details.append(reasoning);
+    details.hidden = true;
+    const content = el("div", "content");
+    const meta = el("footer", "meta");
+    article.append(details, content, meta);
+    this.root.append(article);
+    const view = { article, content, reasoning, details, meta, seq: 0, data: { ...message } };
+    this.views.set(message.id, view);
+    if (message.status === "streaming") this.streamingId = message.id;
+    this.paint(view);
+    this.showEmpty();
+    this.scroll();
+  }
+
+  delta(event) {
+    const view = this.views.get(event.message_id);
+    if (!view || event.seq <= view.seq) return; // already shown
+    view.seq = event.seq;
+    if (event.content) view.data.content += event.content;
+    if (event.reasoning) view.data.reasoning += event.reasoning;
+    this.paint(view);
+    this.scroll();
+  }
+
+  completed(event) {
+    const view = this.views.get(event.message_id);
+    if (!view) return;
+    Object.assign(view.data, event.message || {}, {
+      status: event.status,
+      content: event.content,
+      reasoning: event.reasoning,
+      usage: event.usage,
+      error: event.error,
+    });
+    if (this.streamingId === event.message_id) this.streamingId = null;
+    this.paint(view);
+    this.scroll();
+  }
+
+  paint(view) {
+    const data = view.data;
+    view.article.dataset.status = data.status;
+    view.content.textContent = data.content;
+    if (data.reasoning) {
+      if (view.details.hidden) {
+        view.details.hidden = false;
+        view.details.open = data.status === "streaming"; // open while thinking; the user may fold it
+      }
+      view.reasoning.textContent = data.reasoning;
+    }
+    const notes = [];
+    if (data.role === "assistant") {
+      if (data.status === "streaming" && !data.content && !data.reasoning) notes.push("waiting for DeepSeek…");
+      else if (data.status === "streaming") notes.push("writing…");
+      else if (data.status === "stopped") notes.push("stopped");
+      const usage = describeUsage(data);
+      if (usage && data.status !== "streaming") notes.push(usage);
+    }
+    view.meta.textContent = notes.join(" · ");
+    let error = view.article.querySelector(".error");
+    if (data.error) {
+      if (!error) {
+        error = el("p", "error");
+        view.article.append(error);
+      }
+      error.textContent = data.error.detail;
+    } else if (error) {
+      error.remove();
+    }
+  }
+
+  scroll() {
+    const root = this.root;
+    const nearBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 120;
+    if (nearBottom || this.stickToBottom) root.scrollTop = root.scrollHeight;
+  }
+}

@@ -1,0 +1,164 @@
+"""Where a reply in flight keeps its text so far, its seq and its lease, readable by every process.
+
+A late-joining socket joins the group first, then reads this snapshot, then drops deltas at or below
+its seq. The writer updates the snapshot before it publishes each delta, so nothing falls between.
+With REDIS_URL the store is Redis (shared by all processes); without it, this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+SNAPSHOT_TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A reply's text so far; `seq` is the last delta it includes."""
+
+    seq: int
+    content: str
+    reasoning: str
+
+
+class StreamStore(Protocol):
+    """What the writer, the sockets and the recovery need from the store."""
+
+    async def start(self, message_id: uuid.UUID) -> None:
+        """Open an empty snapshot (seq 0) and take the lease."""
+
+    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        """Add one delta's text; called before that delta is published."""
+
+    async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
+        """The text so far, or None when the reply is not in flight."""
+
+    async def clear(self, message_id: uuid.UUID) -> None:
+        """Forget the reply once its final state is stored."""
+
+    async def renew_lease(self, message_id: uuid.UUID) -> None:
+        """Say that a live process is still writing the reply."""
+
+    def has_lease_sync(self, message_id: uuid.UUID) -> bool:
+        """Whether a live process is writing the reply, from sync code."""
+
+
+class LocalStreamStore:
+    """One process's store, for the in-process channel layer."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[uuid.UUID, Snapshot] = {}
+        self._leases: dict[uuid.UUID, float] = {}
+
+    async def start(self, message_id: uuid.UUID) -> None:
+        self._snapshots[message_id] = Snapshot(0, "", "")
+        await self.renew_lease(message_id)
+
+    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        old = self._snapshots.get(message_id, Snapshot(0, "", ""))
+        self._snapshots[message_id] = Snapshot(seq, old.content + content, old.reasoning + reasoning)
+
+    async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
+        return self._snapshots.get(message_id)
+
+    async def clear(self, message_id: uuid.UUID) -> None:
+        self._snapshots.pop(message_id, None)
+        self._leases.pop(message_id, None)
+
+    async def renew_lease(self, message_id: uuid.UUID) -> None:
+        self._leases[message_id] = time.monotonic() + settings.CHAT_REPLY_LEASE_SECONDS
+
+    def has_lease_sync(self, message_id: uuid.UUID) -> bool:
+        return self._leases.get(message_id, 0) > time.monotonic()
+
+
+class RedisStreamStore:
+    """The shared store: three keys per reply, written in one transaction, read with one MGET."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sync: redis.Redis | None = None
+
+    def _client(self) -> aioredis.Redis:
+        """A client bound to the running loop (redis.asyncio pools cannot cross loops)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = aioredis.Redis.from_url(self._url, decode_responses=True, health_check_interval=30)
+            self._clients[loop] = client
+        return client
+
+    @staticmethod
+    def _keys(message_id: uuid.UUID) -> tuple[str, str, str]:
+        base = f"chat:reply:{message_id.hex}"
+        return f"{base}:seq", f"{base}:content", f"{base}:reasoning"
+
+    @staticmethod
+    def _lease_key(message_id: uuid.UUID) -> str:
+        return f"chat:reply:{message_id.hex}:lease"
+
+    async def start(self, message_id: uuid.UUID) -> None:
+        seq_key, content_key, reasoning_key = self._keys(message_id)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.set(seq_key, 0, ex=SNAPSHOT_TTL_SECONDS)
+            pipe.set(content_key, "", ex=SNAPSHOT_TTL_SECONDS)
+            pipe.set(reasoning_key, "", ex=SNAPSHOT_TTL_SECONDS)
+            await pipe.execute()
+        await self.renew_lease(message_id)
+
+    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        seq_key, content_key, reasoning_key = self._keys(message_id)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.set(seq_key, seq, ex=SNAPSHOT_TTL_SECONDS)
+            if content:
+                pipe.append(content_key, content)
+            if reasoning:
+                pipe.append(reasoning_key, reasoning)
+            await pipe.execute()
+
+    async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
+        seq, content, reasoning = await self._client().mget(self._keys(message_id))
+        if seq is None:
+            return None
+        return Snapshot(int(seq), content or "", reasoning or "")
+
+    async def clear(self, message_id: uuid.UUID) -> None:
+        await self._client().delete(*self._keys(message_id), self._lease_key(message_id))
+
+    async def renew_lease(self, message_id: uuid.UUID) -> None:
+        ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)
+        await self._client().set(self._lease_key(message_id), "1", px=ttl_ms)
+
+    def has_lease_sync(self, message_id: uuid.UUID) -> bool:
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(self._url, decode_responses=True)
+        return bool(self._sync.exists(self._lease_key(message_id)))
+
+
+_store: StreamStore | None = None
+
+
+def get_store() -> StreamStore:
+    """The store this process uses, chosen by REDIS_URL."""
+    global _store
+    if _store is None:
+        _store = RedisStreamStore(settings.REDIS_URL) if settings.REDIS_URL else LocalStreamStore()
+    return _store
+
+
+def reset_store() -> None:
+    """Forget the chosen store, for tests that change REDIS_URL."""
+    global _store
+    _store = None

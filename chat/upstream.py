@@ -1,0 +1,170 @@
+"""DeepSeek through the official `openai` SDK, turned into a few plain events the reply writer reads.
+
+Every failure leaves here as an `UpstreamError` with a code and one sentence a person understands.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReplyRequest:
+    """What one reply asks DeepSeek: the model, thinking mode and the whole history."""
+
+    model: str
+    thinking: bool
+    messages: list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Text to append to the answer and to the reasoning."""
+
+    content: str = ""
+    reasoning: str = ""
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The stream ended as DeepSeek meant it to."""
+
+    finish_reason: str
+    model: str = ""
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+UpstreamEvent = TextDelta | Finished
+
+
+class UpstreamError(Exception):
+    """A failure of DeepSeek or of the way to it, with a code and a sentence for the user."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+STATUS_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("bad_request", "DeepSeek rejected the request as invalid"),
+    401: ("bad_key", "DeepSeek refused the API key; check DEEPSEEK_API_KEY"),
+    402: ("insufficient_balance", "The DeepSeek account has run out of credit; top up its balance and try again"),
+    403: ("bad_key", "DeepSeek refused the API key for this request; check DEEPSEEK_API_KEY"),
+    422: ("bad_request", "DeepSeek rejected the request's parameters"),
+    429: ("rate_limited", "DeepSeek is rate-limiting requests; wait a moment and try again"),
+    500: ("unavailable", "DeepSeek had an internal error; try again in a few minutes"),
+    503: ("unavailable", "DeepSeek is overloaded or unavailable right now; try again in a few minutes"),
+}
+
+
+def error_from_exception(exc: BaseException, *, started: bool) -> UpstreamError:
+    """Name what went wrong in one plain sentence; `started` says whether any text had arrived."""
+    if isinstance(exc, UpstreamError):
+        return exc
+    if isinstance(exc, openai.APIStatusError):
+        code, detail = STATUS_ERRORS.get(
+            exc.status_code,
+            ("unavailable", f"DeepSeek answered with HTTP {exc.status_code}")
+            if exc.status_code >= 500
+            else ("bad_request", f"DeepSeek refused the request with HTTP {exc.status_code}"),
+        )
+        message = _upstream_message(exc.body)
+        return UpstreamError(code, f"{detail}{f' ({message})' if message else ''}.")
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return UpstreamError("stalled", "DeepSeek stopped responding, so the reply was ended.")
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        if started:
+            return UpstreamError("cut_off", "The connection to DeepSeek was cut before the reply finished.")
+        return UpstreamError("connection_failed", "Could not connect to DeepSeek (connection refused or reset).")
+    if isinstance(exc, openai.APIError):
+        message = _upstream_message(exc.body) or str(exc)
+        return UpstreamError("upstream_error", f"DeepSeek reported an error in the middle of the reply: {message}.")
+    logger.exception("unexpected upstream failure", exc_info=exc)
+    return UpstreamError("internal_error", "The reply failed because of an unexpected error on this site.")
+
+
+def _upstream_message(body: object) -> str:
+    """DeepSeek's own error message, if its body carries one."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"][:300]
+    return ""
+
+
+def _usage_dict(usage: Any) -> dict[str, int]:
+    """DeepSeek's usage object as plain counts, including its cache and reasoning details."""
+    if usage is None:
+        return {}
+    data = usage.model_dump() if hasattr(usage, "model_dump") else dict(usage)
+    details = data.get("completion_tokens_details") or {}
+    prompt_details = data.get("prompt_tokens_details") or {}
+    return {
+        "prompt_tokens": int(data.get("prompt_tokens") or 0),
+        "completion_tokens": int(data.get("completion_tokens") or 0),
+        "reasoning_tokens": int(details.get("reasoning_tokens") or 0),
+        "prompt_cache_hit_tokens": int(data.get("prompt_cache_hit_tokens") or prompt_details.get("cached_tokens") or 0),
+        "prompt_cache_miss_tokens": int(data.get("prompt_cache_miss_tokens") or 0),
+    }
+
+
+def make_client() -> openai.AsyncOpenAI:
+    """A client for DEEPSEEK_BASE_URL; the read timeout is the idle timeout (no byte for that long)."""
+    return openai.AsyncOpenAI(
+        api_key=settings.DEEPSEEK_API_KEY,
+        base_url=settings.DEEPSEEK_BASE_URL,
+        timeout=openai.Timeout(
+            settings.DEEPSEEK_REQUEST_TIMEOUT, read=settings.DEEPSEEK_STREAM_IDLE_TIMEOUT, connect=10
+        ),
+        max_retries=2,
+    )
+
+
+async def stream_reply(request: ReplyRequest) -> AsyncIterator[UpstreamEvent]:
+    """Stream one reply from DeepSeek; closing this generator closes the HTTP request."""
+    client = make_client()
+    started = False
+    finish_reason = ""
+    model = ""
+    usage: dict[str, int] = {}
+    try:
+        stream = await client.chat.completions.create(
+            model=request.model,
+            messages=request.messages,  # type: ignore[arg-type]
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"thinking": {"type": "enabled" if request.thinking else "disabled"}},
+        )
+        async with stream:
+            async for chunk in stream:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    usage = _usage_dict(chunk.usage)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    content = (delta.content or "") if delta else ""
+                    reasoning = (getattr(delta, "reasoning_content", None) or "") if delta else ""
+                    if not reasoning and delta is not None and delta.model_extra:
+                        reasoning = delta.model_extra.get("reasoning_content") or ""
+                    if content or reasoning:
+                        started = True
+                        yield TextDelta(content=content, reasoning=reasoning)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+    except Exception as exc:
+        raise error_from_exception(exc, started=started) from exc
+    finally:
+        await client.close()
+    if not finish_reason:
+        raise UpstreamError("cut_off", "DeepSeek's stream ended before the reply was finished.")
+    yield Finished(finish_reason=finish_reason, model=model or request.model, usage=usage)

@@ -1,0 +1,79 @@
+"""The pages: the chat itself, sign-up, and the new-conversation form."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import UserCreationForm
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from chat import selectors, services
+from chat.models import Conversation
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    """The chat page with no conversation open: the empty state and the sidebar."""
+    return _chat_page(request, conversation=None)
+
+
+@login_required
+def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpResponse:
+    """The chat page with one of the user's conversations open."""
+    conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
+    if conversation is None:
+        raise Http404("No such conversation.")
+    return _chat_page(request, conversation=conversation)
+
+
+def _chat_page(request: HttpRequest, *, conversation: Conversation | None) -> HttpResponse:
+    """Render the chat page; the script takes the conversation's id and paths from the page."""
+    return render(
+        request,
+        "chat/chat.html",
+        {
+            "conversation": conversation,
+            "conversations": selectors.conversation_list(user=request.user),
+            "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "conversation_config": {
+                "id": str(conversation.id),
+                "socketPath": f"/ws/conversations/{conversation.id}/",
+                "apiPath": f"/api/conversations/{conversation.id}/",
+                "maxChars": settings.CHAT_MAX_MESSAGE_CHARS,
+            }
+            if conversation is not None
+            else None,
+        },
+    )
+
+
+@login_required
+@require_POST
+def conversation_new(request: HttpRequest) -> HttpResponse:
+    """Start a conversation from the sidebar form, with the model and thinking mode chosen there."""
+    model = request.POST.get("model") or None
+    try:
+        conversation = services.conversation_create(
+            owner=request.user, model=model, thinking=request.POST.get("thinking", "on") == "on"
+        )
+    except services.ServiceError:
+        conversation = services.conversation_create(owner=request.user)
+    return redirect("chat:conversation", conversation_id=conversation.id)
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    """Create an account and log in."""
+    if request.user.is_authenticated:
+        return redirect("chat:home")
+    form = UserCreationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        return redirect("chat:home")
+    return render(request, "registration/signup.html", {"form": form})

@@ -1,0 +1,13 @@
+"""Site routes: the admin, accounts, and the chat app."""
+
+from django.contrib import admin
+from django.urls import include, path
+
+from chat import views
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("accounts/signup/", views.signup, name="signup"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("chat.urls")),
+]

@@ -1,0 +1,151 @@
+"""Shared fixtures: users, sockets through the real ASGI stack, the fake upstream and the real Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from channels.db import database_sync_to_async
+from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import User
+from django.test import Client
+
+from chat import services, streamstate
+from chat.models import Conversation
+from tests.fake_upstream import FakeUpstreamServer
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ORIGIN = "http://localhost"
+
+
+@pytest.fixture(autouse=True)
+def _fast_replies(settings: Any) -> Iterator[None]:
+    """Fast simulator and coalescing, a fresh in-process store, and no key unless a test sets one."""
+    settings.CHAT_SIMULATOR_TOKEN_SECONDS = 0.002
+    settings.DEEPSEEK_API_KEY = ""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.REDIS_URL = ""
+    streamstate.reset_store()
+    channel_layers.backends.clear()
+    yield
+    streamstate.reset_store()
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(scope="session")
+def fake_upstream_server() -> Iterator[FakeUpstreamServer]:
+    server = FakeUpstreamServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_upstream(settings: Any, fake_upstream_server: FakeUpstreamServer) -> FakeUpstreamServer:
+    """Point the site at the fake DeepSeek; `requests` holds only this test's requests."""
+    settings.DEEPSEEK_API_KEY = "sk-test"
+    settings.DEEPSEEK_BASE_URL = fake_upstream_server.base_url
+    fake_upstream_server.requests.clear()
+    return fake_upstream_server
+
+
+def redis_available(url: str = TEST_REDIS_URL) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.fixture
+def redis_layer(settings: Any) -> Iterator[str]:
+    """The real Redis as channel layer and stream store; CI starts one if none answers."""
+    if not redis_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"Redis is required in CI and does not answer at {TEST_REDIS_URL}")
+        pytest.skip(f"no Redis at {TEST_REDIS_URL}")
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    settings.REDIS_URL = TEST_REDIS_URL
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [TEST_REDIS_URL]}}
+    }
+    streamstate.reset_store()
+    channel_layers.backends.clear()
+    yield TEST_REDIS_URL
+
+
+@pytest.fixture
+def user(db: None) -> User:
+    return User.objects.create_user("alice", password="correct horse battery staple")
+
+
+@pytest.fixture
+def other_user(db: None) -> User:
+    return User.objects.create_user("mallory", password="correct horse battery staple")
+
+
+def session_cookie(user: User) -> str:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}"
+
+
+async def open_socket(
+    conversation_id: uuid.UUID | str,
+    *,
+    user: User | None,
+    origin: str | None = ORIGIN,
+) -> tuple[WebsocketCommunicator, bool]:
+    """A socket through the whole ASGI stack (origin check, session auth, routing)."""
+    from chatsite.asgi import application
+
+    headers = [(b"host", b"localhost")]
+    if origin is not None:
+        headers.append((b"origin", origin.encode()))
+    if user is not None:
+        cookie = await database_sync_to_async(session_cookie)(user)
+        headers.append((b"cookie", cookie.encode()))
+    communicator = WebsocketCommunicator(application, f"/ws/conversations/{conversation_id}/", headers=headers)
+    connected, _ = await communicator.connect(timeout=5)
+    return communicator, connected
+
+
+async def make_conversation(user: User, **kwargs: Any) -> Conversation:
+    return await database_sync_to_async(services.conversation_create)(owner=user, **kwargs)
+
+
+async def receive_until(
+    communicator: WebsocketCommunicator, event_type: str, timeout: float = 10
+) -> list[dict[str, Any]]:
+    """Every event up to and including the first of `event_type`."""
+    events: list[dict[str, Any]] = []
+    while True:
+        event = await communicator.receive_json_from(timeout=timeout)
+        events.append(event)
+        if event["type"] == event_type:
+            return events
+
+
+def rebuild(events: list[dict[str, Any]], message_id: str) -> tuple[str, str]:
+    """The reply's text as a client builds it from the state snapshot and the deltas."""
+    content, reasoning, seq = "", "", 0
+    for event in events:
+        if (
+            event["type"] == "conversation.state"
+            and event["streaming"]
+            and event["streaming"]["message_id"] == message_id
+        ):
+            content, reasoning, seq = (
+                event["streaming"]["content"],
+                event["streaming"]["reasoning"],
+                event["streaming"]["seq"],
+            )
+        elif event["type"] == "message.delta" and event["message_id"] == message_id:
+            assert event["seq"] == seq + 1, f"gap or duplicate: {seq} then {event['seq']}"
+            seq = event["seq"]
+            content += event.get("content", "")
+            reasoning += event.get("reasoning", "")
+    return content, reasoning

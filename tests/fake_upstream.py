@@ -1,0 +1,245 @@
+"""A fake OpenAI/DeepSeek-compatible server: real HTTP and SSE on a loopback port, scripted by the prompt.
+
+The last user message may carry a directive such as `[[fake tokens=40 delay=0.02 reasoning=5]]`:
+
+- `tokens=N` answer tokens (`w0 w1 w2 ...`), `reasoning=N` reasoning tokens before them (`r0 r1 ...`);
+- `delay=S` seconds between chunks, `first=S` before the first one;
+- `status=N` answer with that HTTP error instead of a stream;
+- `cut_after=N` drop the connection after N chunks; `error_after=N` send an error object after N;
+- `stall_after=N` go silent after N chunks; `no_finish` end without a finish reason.
+
+Every request is recorded with how it ended (`complete`, `disconnected`, ...), so tests can assert
+what DeepSeek would have seen: the history sent, the thinking mode, and a client that hung up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+DIRECTIVE = re.compile(r"\[\[fake([^\]]*)\]\]")
+
+
+@dataclass
+class Script:
+    """What the fake does for one request."""
+
+    tokens: int = 8
+    reasoning: int = 0
+    delay: float = 0.0
+    first: float = 0.0
+    status: int = 0
+    cut_after: int = -1
+    error_after: int = -1
+    stall_after: int = -1
+    no_finish: bool = False
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Script:
+        """Read the directive from the last user message, if any."""
+        users = [m for m in body.get("messages", []) if m.get("role") == "user"]
+        match = DIRECTIVE.search(str(users[-1].get("content", ""))) if users else None
+        script = cls()
+        if not match:
+            return script
+        for part in match.group(1).split():
+            key, _, value = part.partition("=")
+            if key == "no_finish":
+                script.no_finish = True
+            elif key in {"delay", "first"}:
+                setattr(script, key, float(value))
+            elif hasattr(script, key):
+                setattr(script, key, int(value))
+        return script
+
+
+@dataclass
+class Recorded:
+    """One request as the fake saw it."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+    outcome: str = "open"
+    chunks_sent: int = 0
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+def answer_text(tokens: int) -> str:
+    """The whole answer the fake streams for `tokens` tokens."""
+    return "".join(f"w{i} " for i in range(tokens))
+
+
+def reasoning_text(tokens: int) -> str:
+    """The whole reasoning the fake streams for `tokens` tokens."""
+    return "".join(f"r{i} " for i in range(tokens))
+
+
+class FakeUpstream:
+    """The ASGI app; `requests` holds every request in arrival order."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+            return
+        path = scope["path"].rstrip("/")
+        if scope["method"] == "GET" and path.endswith("/models"):
+            await self._json(send, 200, {"object": "list", "data": [{"id": "deepseek-v4-flash", "object": "model"}]})
+            return
+        if scope["method"] != "POST" or not path.endswith("/chat/completions"):
+            await self._json(send, 404, {"error": {"message": "not found"}})
+            return
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        body = json.loads(raw or b"{}")
+        record = Recorded(body=body, headers={k.decode(): v.decode() for k, v in scope["headers"]})
+        self.requests.append(record)
+        script = Script.from_body(body)
+        if script.status:
+            record.outcome = f"status {script.status}"
+            record.ended.set()
+            await self._json(send, script.status, {"error": {"message": f"fake error {script.status}", "type": "fake"}})
+            return
+        streamer = asyncio.ensure_future(self._stream(send, body, script, record))
+        watcher = asyncio.ensure_future(self._watch_disconnect(receive))
+        done, _ = await asyncio.wait({streamer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher in done and not streamer.done():
+            streamer.cancel()
+            record.outcome = "disconnected"
+        watcher.cancel()
+        try:
+            await streamer
+        except (asyncio.CancelledError, ConnectionError, OSError):
+            pass
+        record.ended.set()
+
+    @staticmethod
+    async def _watch_disconnect(receive: Any) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    @staticmethod
+    async def _json(send: Any, status: int, data: dict[str, Any]) -> None:
+        payload = json.dumps(data).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _stream(self, send: Any, body: dict[str, Any], script: Script, record: Recorded) -> None:
+        model = body.get("model", "deepseek-v4-flash")
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, Any] | None = None) -> bytes:
+            data: dict[str, Any] = {
+                "id": "fake-1",
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+            }
+            if usage is not None:
+                data["usage"] = usage
+            return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+        thinking = (body.get("thinking") or {}).get("type") != "disabled"
+        pieces: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        if thinking:
+            pieces += [{"reasoning_content": f"r{i} "} for i in range(script.reasoning)]
+        pieces += [{"content": f"w{i} "} for i in range(script.tokens)]
+        await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+        if script.first:
+            await asyncio.sleep(script.first)
+        for index, delta in enumerate(pieces):
+            if index == script.cut_after:
+                record.outcome = "cut"
+                raise ConnectionResetError("cut by script")
+            if index == script.error_after:
+                error = {"error": {"message": "fake mid-stream failure", "type": "server_error"}}
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": b"data: " + json.dumps(error).encode() + b"\n\n",
+                        "more_body": True,
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                record.outcome = "error object"
+                return
+            if index == script.stall_after:
+                record.outcome = "stalled"
+                await asyncio.sleep(3600)
+            await send({"type": "http.response.body", "body": chunk(delta), "more_body": True})
+            record.chunks_sent += 1
+            if script.delay:
+                await asyncio.sleep(script.delay)
+        if not script.no_finish:
+            prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": script.tokens + (script.reasoning if thinking else 0),
+                "total_tokens": prompt + script.tokens,
+                "prompt_cache_hit_tokens": 0,
+                "prompt_cache_miss_tokens": prompt,
+                "completion_tokens_details": {"reasoning_tokens": script.reasoning if thinking else 0},
+            }
+            await send({"type": "http.response.body", "body": chunk({}, "stop", usage), "more_body": True})
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        if record.outcome == "open":
+            record.outcome = "complete"
+
+
+def free_port() -> int:
+    """A free loopback TCP port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeUpstreamServer:
+    """The fake, served by uvicorn on a thread of its own; `base_url` is DEEPSEEK_BASE_URL."""
+
+    def __init__(self) -> None:
+        self.app = FakeUpstream()
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="fake-upstream", daemon=True)
+
+    @property
+    def requests(self) -> list[Recorded]:
+        """Every request so far."""
+        return self.app.requests
+
+    def start(self) -> FakeUpstreamServer:
+        """Serve, and return once the port answers."""
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake upstream did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self.server.should_exit = True
+        self.thread.join(timeout=5)

@@ -8,6 +8,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 
 from chat.models import Conversation, Message
 from chat.serializers import conversation_to_dict, message_to_dict
@@ -24,7 +25,7 @@ def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID | str
     """One of the user's conversations; another user's is as unknown as a missing one."""
     try:
         return Conversation.objects.owned_by(user).get(id=conversation_id)
-    except (Conversation.DoesNotExist, ValueError, TypeError):
+    except (Conversation.DoesNotExist, ValidationError, ValueError, TypeError):
         return None
 
 

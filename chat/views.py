@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -55,14 +55,15 @@ def _chat_page(request: HttpRequest, *, conversation: Conversation | None) -> Ht
 @login_required
 @require_POST
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    """Start a conversation from the sidebar form, with the model and thinking mode chosen there."""
-    model = request.POST.get("model") or None
+    """Start a conversation: the sidebar button takes the defaults, the start form its choices."""
+    if "model" in request.POST:  # The start form: an unticked checkbox sends nothing.
+        choices = {"model": request.POST["model"], "thinking": request.POST.get("thinking") == "on"}
+    else:
+        choices = {}
     try:
-        conversation = services.conversation_create(
-            owner=request.user, model=model, thinking=request.POST.get("thinking", "on") == "on"
-        )
-    except services.ServiceError:
-        conversation = services.conversation_create(owner=request.user)
+        conversation = services.conversation_create(owner=request.user, **choices)
+    except services.ServiceError as exc:
+        return HttpResponseBadRequest(exc.detail)
     return redirect("chat:conversation", conversation_id=conversation.id)
 
 

@@ -17,6 +17,7 @@ from django.test import Client
 
 from chat import services, streamstate
 from chat.models import Conversation
+from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
 
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -100,8 +101,6 @@ async def open_socket(
     origin: str | None = ORIGIN,
 ) -> tuple[WebsocketCommunicator, bool]:
     """A socket through the whole ASGI stack (origin check, session auth, routing)."""
-    from chatsite.asgi import application
-
     headers = [(b"host", b"localhost")]
     if origin is not None:
         headers.append((b"origin", origin.encode()))

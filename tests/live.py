@@ -1,0 +1,104 @@
+"""Real daphne processes for end-to-end tests: one site, one database, one Redis, N processes."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.fake_upstream import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "e2e-Long-passphrase-1"
+
+
+class LiveSite:
+    """Processes of the site sharing one SQLite file (or DATABASE_URL) and one Redis."""
+
+    def __init__(self, tmp_path: Path, *, redis_url: str, env: dict[str, str] | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.db_path = tmp_path / "site.sqlite3"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "REDIS_URL": redis_url,
+            "DJANGO_SECRET_KEY": "e2e-secret-key-not-for-production-use-0123456789",
+            "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "DEEPSEEK_API_KEY": "",
+            "CHAT_COALESCE_SECONDS": "0.02",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        self.processes: list[tuple[subprocess.Popen[bytes], int, Any]] = []
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True, timeout=120)
+
+    def start(self) -> str:
+        """Start one more daphne process; returns its base URL once it answers."""
+        port = free_port()
+        log = open(self.tmp_path / f"daphne-{port}.log", "wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.processes.append((process, port, log))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"daphne exited: {self.log(port)}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"daphne did not start: {self.log(port)}")
+
+    def log(self, port: int) -> str:
+        """What a process printed, for failure messages."""
+        return (self.tmp_path / f"daphne-{port}.log").read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        """Stop every process."""
+        for process, _, _log in self.processes:
+            process.terminate()
+        for process, _, log in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+        self.processes.clear()
+
+
+def sign_up(base_url: str, username: str) -> httpx.Client:
+    """A new user signed up through the real form; the client carries the session and CSRF cookies."""
+    client = httpx.Client(base_url=base_url, follow_redirects=True, timeout=10)
+    page = client.get("/accounts/signup/")
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    response = client.post(
+        "/accounts/signup/",
+        data={
+            "csrfmiddlewaretoken": token.group(1),
+            "username": username,
+            "password1": PASSWORD,
+            "password2": PASSWORD,
+        },
+    )
+    assert response.status_code == 200 and "Log out" in response.text, response.text[:500]
+    return client
+
+
+def socket_headers(client: httpx.Client, base_url: str) -> dict[str, str]:
+    """The headers a browser tab of this user sends when it opens a socket."""
+    cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+    return {"Cookie": cookie, "Origin": base_url}

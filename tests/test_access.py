@@ -1,0 +1,89 @@
+"""Everything requires login, and nobody reaches another user's conversation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from django.test import Client
+
+from chat import services
+from tests.conftest import make_conversation, open_socket
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.mark.parametrize("path", ["/", "/api/conversations/"])
+def test_no_session_is_refused(path):
+    response = Client().get(path)
+    assert response.status_code in {302, 401, 403}
+    if response.status_code == 302:
+        assert response["Location"].startswith("/accounts/login/")
+
+
+def test_no_session_cannot_create_or_send(user):
+    conversation = services.conversation_create(owner=user)
+    client = Client()
+    assert client.post("/api/conversations/", "{}", content_type="application/json").status_code in {401, 403}
+    response = client.post(
+        f"/api/conversations/{conversation.id}/messages/", '{"content": "x"}', content_type="application/json"
+    )
+    assert response.status_code in {401, 403}
+    assert client.get(f"/c/{conversation.id}/").status_code == 302
+
+
+def test_another_users_conversation_is_404_like_an_unknown_one(user, other_user):
+    conversation = services.conversation_create(owner=user)
+    intruder = Client()
+    intruder.force_login(other_user)
+    for method, path in [
+        ("get", f"/api/conversations/{conversation.id}/"),
+        ("delete", f"/api/conversations/{conversation.id}/"),
+        ("post", f"/api/conversations/{conversation.id}/messages/"),
+        ("get", f"/c/{conversation.id}/"),
+        ("get", "/api/conversations/00000000-0000-0000-0000-000000000000/"),
+    ]:
+        if method == "get":
+            response = intruder.get(path)
+        else:
+            response = getattr(intruder, method)(path, data="{}", content_type="application/json")
+        assert response.status_code == 404, (method, path)
+    assert intruder.get("/api/conversations/").json() == {"conversations": []}
+
+
+def test_cross_site_post_without_csrf_token_is_refused(user):
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    response = client.post("/api/conversations/", json.dumps({}), content_type="application/json")
+    assert response.status_code == 403
+    conversation = services.conversation_create(owner=user)
+    response = client.delete(f"/api/conversations/{conversation.id}/")
+    assert response.status_code == 403
+    response = client.post(
+        f"/api/conversations/{conversation.id}/messages/", '{"content": "x"}', content_type="application/json"
+    )
+    assert response.status_code == 403
+    # With the token the same request goes through.
+    client.get("/")
+    token = client.cookies["csrftoken"].value
+    response = client.post("/api/conversations/", "{}", content_type="application/json", HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 201
+
+
+async def test_socket_without_session_is_refused(user):
+    conversation = await make_conversation(user)
+    _socket, connected = await open_socket(conversation.id, user=None)
+    assert not connected
+
+
+async def test_socket_on_another_users_conversation_is_refused(user, other_user):
+    conversation = await make_conversation(user)
+    _socket, connected = await open_socket(conversation.id, user=other_user)
+    assert not connected
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", None])
+async def test_socket_from_a_foreign_or_missing_origin_is_refused(user, origin):
+    conversation = await make_conversation(user)
+    _socket, connected = await open_socket(conversation.id, user=user, origin=origin)
+    assert not connected

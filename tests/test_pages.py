@@ -1,0 +1,111 @@
+"""Sign-up, log-in, the chat page, and the admin review of conversations."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.utils import timezone
+
+from chat import services
+from chat.models import Message
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_logs_in_and_shows_the_chat():
+    client = Client()
+    response = client.post(
+        "/accounts/signup/",
+        {"username": "newbie", "password1": "a-long-Passphrase-42", "password2": "a-long-Passphrase-42"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert response.wsgi_request.user.username == "newbie"
+    assert b"Start a conversation" in response.content
+
+
+def test_log_in_log_out_and_change_password(user):
+    client = Client()
+    response = client.post("/accounts/login/", {"username": "alice", "password": "correct horse battery staple"})
+    assert response.status_code == 302
+    response = client.post(
+        "/accounts/password_change/",
+        {
+            "old_password": "correct horse battery staple",
+            "new_password1": "another-Long-passphrase-7",
+            "new_password2": "another-Long-passphrase-7",
+        },
+    )
+    assert response.status_code == 302
+    assert client.post("/accounts/logout/").status_code in {200, 302}
+    assert client.get("/").status_code == 302
+    assert client.login(username="alice", password="another-Long-passphrase-7")
+
+
+def test_chat_page_has_sidebar_composer_stop_and_settings(user):
+    client = Client()
+    client.force_login(user)
+    conversation = services.conversation_create(owner=user, title="About <script>alert(1)</script>")
+    page = client.get(f"/c/{conversation.id}/").content.decode()
+    for marker in [
+        'id="conversation-list"',
+        'id="new-conversation"',
+        'id="transcript"',
+        'id="composer-input"',
+        'id="stop"',
+        'id="model-select"',
+        'id="thinking-toggle"',
+        'id="chat-config"',
+    ]:
+        assert marker in page
+    assert "<script>alert(1)</script>" not in page  # titles are escaped
+    assert "Simulated replies" in page
+
+
+def test_no_banner_with_a_key(user, settings):
+    settings.DEEPSEEK_API_KEY = "sk-real"
+    client = Client()
+    client.force_login(user)
+    assert b"Simulated replies" not in client.get("/").content
+
+
+def test_new_conversation_form_creates_one_with_the_chosen_model(user):
+    client = Client()
+    client.force_login(user)
+    response = client.post("/c/new/", {"model": "deepseek-v4-pro"})
+    assert response.status_code == 302
+    conversation = user.conversations.get()
+    assert (conversation.model, conversation.thinking) == ("deepseek-v4-pro", False)
+    assert response["Location"] == f"/c/{conversation.id}/"
+
+
+def test_admin_reviews_transcripts_with_filters_and_search(user):
+    staff = User.objects.create_superuser("root", password="root-Pass-1234")
+    conversation = services.conversation_create(owner=user, title="Tides")
+    now = timezone.now()
+    Message.objects.create(conversation=conversation, role="user", content="How do tides work?", created_at=now)
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        content="The moon pulls the oceans.",
+        reasoning="Think about gravity.",
+        status="stopped",
+        created_at=now + timezone.timedelta(seconds=1),
+    )
+    services.conversation_create(owner=user, title="Other")
+    client = Client()
+    client.force_login(staff)
+    change = client.get(f"/admin/chat/conversation/{conversation.id}/change/").content.decode()
+    assert "The moon pulls the oceans." in change and "Think about gravity." in change
+    assert "Save" not in change.split("submit-row")[-1] if "submit-row" in change else True
+    found = client.get("/admin/chat/conversation/", {"q": "moon pulls"}).content.decode()
+    assert "Tides" in found and "Other" not in found
+    for query in [{"owner__id__exact": user.id}, {"model": "deepseek-v4-flash"}, {"reply_status": "stopped"}]:
+        response = client.get("/admin/chat/conversation/", query)
+        assert response.status_code == 200 and "Tides" in response.content.decode(), query
+    assert "Tides" not in client.get("/admin/chat/conversation/", {"reply_status": "failed"}).content.decode()
+    assert client.get("/admin/chat/message/", {"q": "oceans"}).status_code == 200
+    # Transcripts are read-only: a change is refused.
+    response = client.post(f"/admin/chat/conversation/{conversation.id}/change/", {"title": "Hacked"})
+    assert response.status_code == 403

@@ -25,6 +25,7 @@ run: $(VENV)/.serve-deps
 
 test: $(VENV)/.test-deps
 	.ci/ensure-redis
+	.ci/ensure-chromium
 	$(BIN)/ruff check chatsite chat tests
 	$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null
 	$(BIN)/pytest

@@ -19,8 +19,8 @@ from chat import services, streamstate
 from chat.models import Conversation
 from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
+from tests.live import TEST_REDIS_URL, LiveSite
 
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 ORIGIN = "http://localhost"
 
 
@@ -148,3 +148,19 @@ def rebuild(events: list[dict[str, Any]], message_id: str) -> tuple[str, str]:
             content += event.get("content", "")
             reasoning += event.get("reasoning", "")
     return content, reasoning
+
+
+@pytest.fixture
+def live_site(tmp_path, fake_upstream_server: FakeUpstreamServer) -> Iterator[LiveSite]:
+    """Real daphne processes (started by the test) on the real Redis, answering from the fake DeepSeek."""
+    if not redis_available():
+        pytest.fail(f"the end-to-end tests need Redis at {TEST_REDIS_URL}")
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    site = LiveSite(
+        tmp_path,
+        redis_url=TEST_REDIS_URL,
+        env={"DEEPSEEK_API_KEY": "sk-e2e", "DEEPSEEK_BASE_URL": fake_upstream_server.base_url},
+    )
+    fake_upstream_server.requests.clear()
+    yield site
+    site.stop()

@@ -6,7 +6,8 @@ The last user message may carry a directive such as `[[fake tokens=40 delay=0.02
 - `delay=S` seconds between chunks, `first=S` before the first one;
 - `status=N` answer with that HTTP error instead of a stream;
 - `cut_after=N` drop the connection after N chunks; `error_after=N` send an error object after N;
-- `stall_after=N` go silent after N chunks; `no_finish` end without a finish reason.
+- `stall_after=N` go silent after N chunks; `no_finish` end without a finish reason;
+- `echo` answer with the message itself (without the directive), a few characters a chunk.
 
 Every request is recorded with how it ended (`complete`, `disconnected`, ...), so tests can assert
 what DeepSeek would have seen: the history sent, the thinking mode, and a client that hung up.
@@ -41,6 +42,7 @@ class Script:
     error_after: int = -1
     stall_after: int = -1
     no_finish: bool = False
+    echo: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Script:
@@ -54,6 +56,8 @@ class Script:
             key, _, value = part.partition("=")
             if key == "no_finish":
                 script.no_finish = True
+            elif key == "echo":
+                script.echo = DIRECTIVE.sub("", str(users[-1].get("content", ""))).strip()
             elif key in {"delay", "first"}:
                 setattr(script, key, float(value))
             elif hasattr(script, key):
@@ -162,7 +166,10 @@ class FakeUpstream:
         pieces: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
         if thinking:
             pieces += [{"reasoning_content": f"r{i} "} for i in range(script.reasoning)]
-        pieces += [{"content": f"w{i} "} for i in range(script.tokens)]
+        if script.echo is not None:
+            pieces += [{"content": script.echo[i : i + 4]} for i in range(0, len(script.echo), 4)]
+        else:
+            pieces += [{"content": f"w{i} "} for i in range(script.tokens)]
         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
         if script.first:
             await asyncio.sleep(script.first)

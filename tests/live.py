@@ -17,6 +17,9 @@ from tests.fake_upstream import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "e2e-Long-passphrase-1"
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
 
 
 class LiveSite:
@@ -102,3 +105,13 @@ def socket_headers(client: httpx.Client, base_url: str) -> dict[str, str]:
     """The headers a browser tab of this user sends when it opens a socket."""
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())
     return {"Cookie": cookie, "Origin": base_url}
+
+
+def sign_up_in_browser(page: Any, base_url: str, username: str) -> None:
+    """Sign up through the real form in a browser page, landing on the chat."""
+    page.goto(f"{base_url}/accounts/signup/")
+    page.fill("#id_username", username)
+    page.fill("#id_password1", PASSWORD)
+    page.fill("#id_password2", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Start a conversation")

@@ -5,34 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import websockets
 
-from tests.conftest import TEST_REDIS_URL, redis_available
-from tests.fake_upstream import FakeUpstreamServer, answer_text, reasoning_text
-from tests.live import LiveSite, sign_up, socket_headers
+from tests.fake_upstream import answer_text, reasoning_text
+from tests.live import sign_up, socket_headers
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def live_site(tmp_path, fake_upstream_server: FakeUpstreamServer) -> Iterator[LiveSite]:
-    if not redis_available():
-        pytest.fail(f"the end-to-end tests need Redis at {TEST_REDIS_URL}")
-    import redis
-
-    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
-    site = LiveSite(
-        tmp_path,
-        redis_url=TEST_REDIS_URL,
-        env={"DEEPSEEK_API_KEY": "sk-e2e", "DEEPSEEK_BASE_URL": fake_upstream_server.base_url},
-    )
-    fake_upstream_server.requests.clear()
-    yield site
-    site.stop()
 
 
 async def _collect(ws: Any, until: str = "message.completed", timeout: float = 20) -> list[dict[str, Any]]:

@@ -98,9 +98,16 @@ def launch(message_id: uuid.UUID) -> None:
         run = ReplyRun(message_id=message_id)
         _runs[message_id] = run
         run.task = asyncio.get_running_loop().create_task(_run_reply(run), name=f"reply-{message_id}")
-        run.task.add_done_callback(lambda _t: _runs.pop(message_id, None))
+        run.task.add_done_callback(lambda task: _finished(message_id, task))
 
     _on_server_loop(start)
+
+
+def _finished(message_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+    """Forget a finished run; a crash is logged (recovery closes the reply at the next start)."""
+    _runs.pop(message_id, None)
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("reply writer crashed", exc_info=task.exception(), extra={"message_id": str(message_id)})
 
 
 def request_stop(message_id: uuid.UUID) -> None:
@@ -165,7 +172,8 @@ class DeltaWriter:
             self.reasoning_parts.append(reasoning)
             self._pending_reasoning.append(reasoning)
         if self.seq == 0:
-            await self.flush()
+            # Shielded: a stop that lands mid-publish must not leave a numbered delta half sent.
+            await asyncio.shield(self.flush())
         elif self._timer is None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(settings.CHAT_COALESCE_SECONDS, self._flush_soon)

@@ -50,19 +50,19 @@ def test_a_new_user_chats_and_two_tabs_watch_the_reply_stream(browser, live_site
     # Shift+Enter adds a line; Enter sends.
     page.fill("#composer-input", "Hello")
     page.press("#composer-input", "Shift+Enter")
-    page.type("#composer-input", "there [[fake tokens=120 delay=0.01]]")
-    assert page.input_value("#composer-input") == "Hello\nthere [[fake tokens=120 delay=0.01]]"
+    page.type("#composer-input", "there [[fake tokens=150 delay=0.03]]")
+    assert page.input_value("#composer-input") == "Hello\nthere [[fake tokens=150 delay=0.03]]"
     page.press("#composer-input", "Enter")
 
     # While it streams: the Stop button shows in both tabs and the text grows.
     for tab in (page, other):
         tab.wait_for_selector("#stop:not([hidden])")
         tab.wait_for_function("document.querySelector('.msg.assistant .content')?.textContent.length > 0")
-    expected = answer_text(120).rstrip()
+    expected = answer_text(150).rstrip()
     for tab in (page, other):
         tab.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'", timeout=15000)
         assert tab.inner_text(".msg.assistant .content").strip() == expected
-        assert tab.inner_text(".msg.user .content") == "Hello\nthere [[fake tokens=120 delay=0.01]]"
+        assert tab.inner_text(".msg.user .content") == "Hello\nthere [[fake tokens=150 delay=0.03]]"
         assert tab.is_hidden("#stop")
     assert page.input_value("#composer-input") == ""
     # The sidebar got the automatic title in both tabs.

@@ -334,3 +334,51 @@ async def test_rename_reaches_every_socket_of_the_owner(user):
     assert event == {"type": "conversation.updated", "conversation": event["conversation"]}
     assert (event["conversation"]["id"], event["conversation"]["title"]) == (str(other.id), "Renamed")
     await socket.disconnect()
+
+
+async def test_reply_is_stored_as_it_goes_about_once_a_second(user, fake_upstream, monkeypatch, settings):
+    from chat import services
+
+    checkpoints = []
+    original = services.reply_checkpoint
+
+    def counting_checkpoint(**kwargs):
+        checkpoints.append(kwargs["content"])
+        original(**kwargs)
+
+    monkeypatch.setattr(services, "reply_checkpoint", counting_checkpoint)
+    conversation = await make_conversation(user, thinking=False)
+    socket, _ = await open_socket(conversation.id, user=user)
+    await socket.receive_json_from()
+    await socket.send_json_to({"type": "message.send", "content": "x [[fake tokens=200 delay=0.02]]"})
+    events = await receive_until(socket, "message.delta")
+    reply_id = events[-1]["message_id"]
+    for _ in range(40):  # The text so far reaches the database while the reply still streams.
+        stored = await _reply(reply_id)
+        if stored.content:
+            break
+        await asyncio.sleep(0.1)
+    assert stored.status == "streaming"
+    assert 0 < len(stored.content) < len(answer_text(200))
+    await receive_until(socket, "message.completed")
+    assert 1 <= len(checkpoints) <= 6  # ~4 s of streaming, 200 tokens: about once a second
+    assert (await _reply(reply_id)).content == answer_text(200)
+    await socket.disconnect()
+
+
+async def test_deleting_the_conversation_stops_its_reply(user, fake_upstream):
+    from chat import services
+
+    conversation = await make_conversation(user)
+    socket, _ = await open_socket(conversation.id, user=user)
+    await socket.receive_json_from()
+    await socket.send_json_to({"type": "message.send", "content": "x [[fake tokens=1000 delay=0.01]]"})
+    await receive_until(socket, "message.delta")
+    conversation_id = str(conversation.id)
+    await database_sync_to_async(services.conversation_delete)(conversation=conversation)
+    deleted = (await receive_until(socket, "conversation.deleted"))[-1]
+    assert deleted["conversation"]["id"] == conversation_id
+    record = fake_upstream.requests[-1]
+    assert await asyncio.to_thread(record.ended.wait, 5)
+    assert record.outcome == "disconnected"
+    assert await _message_count() == 0

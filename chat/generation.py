@@ -148,6 +148,8 @@ class DeltaWriter:
         self.reasoning_parts: list[str] = []
         self._pending_content: list[str] = []
         self._pending_reasoning: list[str] = []
+        self._content_bytes = 0
+        self._reasoning_bytes = 0
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._last_checkpoint = time.monotonic()
@@ -196,8 +198,18 @@ class DeltaWriter:
             self._pending_content.clear()
             self._pending_reasoning.clear()
             self.seq += 1
+            self._content_bytes += len(content.encode())
+            self._reasoning_bytes += len(reasoning.encode())
             try:
-                await self.store.append(self.message_id, self.seq, content, reasoning)
+                whole = await self.store.append(
+                    self.message_id,
+                    self.seq,
+                    content,
+                    reasoning,
+                    expect=(self._content_bytes, self._reasoning_bytes),
+                )
+                if not whole:
+                    await self.store.replace(self.message_id, self.seq, self.content, self.reasoning)
             except Exception:
                 logger.exception("snapshot update failed", extra={"message_id": str(self.message_id)})
             await events.message_delta(
@@ -276,36 +288,38 @@ async def _pump(request: upstream.ReplyRequest, writer: DeltaWriter, outcome: Ou
 
 
 async def _wait_for_stop(run: ReplyRun) -> None:
-    """Return when a stop is asked for, here or through the channel layer from another process."""
+    """Return when a stop is asked for, here or through the channel layer from another process.
+
+    If the layer fails (Redis restarting), the listener joins the group again once it is back,
+    because a restarted Redis has forgotten every group.
+    """
     layer = get_channel_layer()
     group = control_group(run.message_id)
-    try:
-        channel = await layer.new_channel()
-        await layer.group_add(group, channel)
-    except Exception:
-        logger.warning("stop listener could not join the channel layer", exc_info=True)
-        await run.stop_requested.wait()
-        return
     local = asyncio.ensure_future(run.stop_requested.wait())
+    channel = None
     try:
-        while not run.stop_requested.is_set():
-            remote = asyncio.ensure_future(layer.receive(channel))
-            done, _ = await asyncio.wait({local, remote}, return_when=asyncio.FIRST_COMPLETED)
-            if remote in done:
-                try:
-                    if remote.result().get("type") == STOP_EVENT:
+        while not local.done():
+            try:
+                if channel is None:
+                    channel = await layer.new_channel()
+                await layer.group_add(group, channel)
+                while not local.done():
+                    remote = asyncio.ensure_future(layer.receive(channel))
+                    done, _ = await asyncio.wait({local, remote}, return_when=asyncio.FIRST_COMPLETED)
+                    if remote not in done:
+                        remote.cancel()
+                    elif remote.result().get("type") == STOP_EVENT:
                         return
-                except Exception:
-                    logger.warning("stop listener lost the channel layer; retrying", exc_info=True)
-                    await asyncio.sleep(0.5)
-            else:
-                remote.cancel()
+            except Exception:
+                logger.warning("stop listener lost the channel layer; joining again", exc_info=True)
+                await asyncio.wait({local}, timeout=0.5)
     finally:
         local.cancel()
-        try:
-            await layer.group_discard(group, channel)
-        except Exception:
-            logger.warning("could not leave the stop group", exc_info=True)
+        if channel is not None:
+            try:
+                await layer.group_discard(group, channel)
+            except Exception:
+                logger.warning("could not leave the stop group", exc_info=True)
 
 
 async def _keep_lease(store: StreamStore, message_id: uuid.UUID) -> None:

@@ -239,19 +239,39 @@ def reply_stop(*, conversation: Conversation) -> Message:
     return reply
 
 
+def reply_close_interrupted(
+    *, message_id: uuid.UUID, content: str | None, reasoning: str | None, detail: str
+) -> Message | None:
+    """Close as `failed` a reply whose writer died, keeping the longer of the given and stored text."""
+    reply = Message.objects.filter(id=message_id, status=Message.Status.STREAMING).first()
+    if reply is None:
+        return None
+    return reply_finish(
+        message_id=message_id,
+        status=Message.Status.FAILED,
+        content=content if content is not None and len(content) >= len(reply.content) else reply.content,
+        reasoning=reasoning if reasoning is not None and len(reasoning) >= len(reply.reasoning) else reply.reasoning,
+        error_code="interrupted",
+        error_detail=detail,
+    )
+
+
 def replies_close_orphaned() -> int:
-    """Close as `failed` the replies left `streaming` by a process that died, keeping their text."""
+    """At start-up, close as `failed` the replies a dead process left `streaming`, keeping their text.
+
+    Replies younger than a lease period may belong to a live process that has not taken its lease
+    yet; the sweeper (chat.sweeper) watches those.
+    """
     closed = 0
-    for reply in Message.objects.streaming().only("id", "content", "reasoning"):
-        if get_store().has_lease_sync(reply.id):
+    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_REPLY_LEASE_SECONDS)
+    for reply_id in Message.objects.streaming().filter(created_at__lt=cutoff).values_list("id", flat=True):
+        if get_store().has_lease_sync(reply_id):
             continue  # A live process still writes it.
-        if reply_finish(
-            message_id=reply.id,
-            status=Message.Status.FAILED,
-            content=reply.content,
-            reasoning=reply.reasoning,
-            error_code="interrupted",
-            error_detail="The server restarted while this reply was being written; the text so far was kept.",
+        if reply_close_interrupted(
+            message_id=reply_id,
+            content=None,
+            reasoning=None,
+            detail="The server restarted while this reply was being written; the text so far was kept.",
         ):
             closed += 1
     if closed:

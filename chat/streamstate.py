@@ -36,8 +36,13 @@ class StreamStore(Protocol):
     async def start(self, message_id: uuid.UUID) -> None:
         """Open an empty snapshot (seq 0) and take the lease."""
 
-    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
-        """Add one delta's text; called before that delta is published."""
+    async def append(
+        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
+    ) -> bool:
+        """Add one delta's text before it is published; False if the stored text is not `expect` bytes long."""
+
+    async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        """Write the whole snapshot, when appending found it lost (a Redis restart) or short."""
 
     async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
         """The text so far, or None when the reply is not in flight."""
@@ -47,6 +52,9 @@ class StreamStore(Protocol):
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         """Say that a live process is still writing the reply."""
+
+    async def has_lease(self, message_id: uuid.UUID) -> bool:
+        """Whether a live process is writing the reply."""
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         """Whether a live process is writing the reply, from sync code."""
@@ -63,9 +71,15 @@ class LocalStreamStore:
         self._snapshots[message_id] = Snapshot(0, "", "")
         await self.renew_lease(message_id)
 
-    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+    async def append(
+        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
+    ) -> bool:
         old = self._snapshots.get(message_id, Snapshot(0, "", ""))
         self._snapshots[message_id] = Snapshot(seq, old.content + content, old.reasoning + reasoning)
+        return True
+
+    async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        self._snapshots[message_id] = Snapshot(seq, content, reasoning)
 
     async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
         return self._snapshots.get(message_id)
@@ -76,6 +90,9 @@ class LocalStreamStore:
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         self._leases[message_id] = time.monotonic() + settings.CHAT_REPLY_LEASE_SECONDS
+
+    async def has_lease(self, message_id: uuid.UUID) -> bool:
+        return self.has_lease_sync(message_id)
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         return self._leases.get(message_id, 0) > time.monotonic()
@@ -110,22 +127,27 @@ class RedisStreamStore:
         return f"chat:reply:{message_id.hex}:lease"
 
     async def start(self, message_id: uuid.UUID) -> None:
-        seq_key, content_key, reasoning_key = self._keys(message_id)
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.set(seq_key, 0, ex=SNAPSHOT_TTL_SECONDS)
-            pipe.set(content_key, "", ex=SNAPSHOT_TTL_SECONDS)
-            pipe.set(reasoning_key, "", ex=SNAPSHOT_TTL_SECONDS)
-            await pipe.execute()
+        await self.replace(message_id, 0, "", "")
         await self.renew_lease(message_id)
 
-    async def append(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+    async def append(
+        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
+    ) -> bool:
         seq_key, content_key, reasoning_key = self._keys(message_id)
         async with self._client().pipeline(transaction=True) as pipe:
             pipe.set(seq_key, seq, ex=SNAPSHOT_TTL_SECONDS)
-            if content:
-                pipe.append(content_key, content)
-            if reasoning:
-                pipe.append(reasoning_key, reasoning)
+            pipe.append(content_key, content) if content else pipe.strlen(content_key)
+            pipe.append(reasoning_key, reasoning) if reasoning else pipe.strlen(reasoning_key)
+            _, content_bytes, reasoning_bytes = await pipe.execute()
+        # After a Redis restart APPEND starts from nothing: the lengths tell, and the writer rewrites it.
+        return (content_bytes, reasoning_bytes) == expect
+
+    async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
+        seq_key, content_key, reasoning_key = self._keys(message_id)
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.set(seq_key, seq, ex=SNAPSHOT_TTL_SECONDS)
+            pipe.set(content_key, content, ex=SNAPSHOT_TTL_SECONDS)
+            pipe.set(reasoning_key, reasoning, ex=SNAPSHOT_TTL_SECONDS)
             await pipe.execute()
 
     async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
@@ -140,6 +162,9 @@ class RedisStreamStore:
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)
         await self._client().set(self._lease_key(message_id), "1", px=ttl_ms)
+
+    async def has_lease(self, message_id: uuid.UUID) -> bool:
+        return bool(await self._client().exists(self._lease_key(message_id)))
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         if self._sync is None:

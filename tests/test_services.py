@@ -128,11 +128,14 @@ def test_checkpoint_only_touches_a_streaming_reply(user):
 
 def test_replies_left_streaming_at_start_are_closed_as_failed_with_their_text(user):
     conversation = services.conversation_create(owner=user)
-    reply = _message(conversation, "assistant", "half an ans", status="streaming")
+    reply = _message(conversation, "assistant", "half an ans", status="streaming", seconds=-60)
+    young = _message(services.conversation_create(owner=user), "assistant", "", status="streaming")
     assert recovery.close_orphaned_replies() == 1
     reply.refresh_from_db()
     assert (reply.status, reply.content, reply.error_code) == ("failed", "half an ans", "interrupted")
     assert reply.error_detail
+    young.refresh_from_db()
+    assert young.status == "streaming"  # maybe a live process that has not taken its lease yet
 
 
 def test_stop_of_an_orphaned_reply_ends_it_here(user):

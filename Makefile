@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint serve-deps test-deps
+.PHONY: run test lint bench-frames
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,14 @@ run: $(VENV)/.serve-deps
 test: $(VENV)/.test-deps
 	.ci/ensure-redis
 	.ci/ensure-chromium
-	$(BIN)/ruff check chatsite chat tests
+	$(BIN)/ruff check chatsite chat tests bench
 	$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null
 	$(BIN)/pytest
 
 lint: $(VENV)/.test-deps
-	$(BIN)/ruff check chatsite chat tests
-	$(BIN)/ruff format --check chatsite chat tests
+	$(BIN)/ruff check chatsite chat tests bench
+	$(BIN)/ruff format --check chatsite chat tests bench
+
+bench-frames: $(VENV)/.test-deps
+	.ci/ensure-redis
+	$(BIN)/python -m bench.frames --tabs 4 --tokens 600 --rate 60

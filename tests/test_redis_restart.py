@@ -1,0 +1,124 @@
+"""Redis restarting mid-reply: tabs are back in step within seconds, and the stored reply is whole."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fake_upstream import FakeUpstreamServer, answer_text, free_port
+from tests.live import LiveSite, sign_up, socket_headers
+from tests.tabs import Tab
+
+pytestmark = pytest.mark.e2e
+
+
+class OwnRedis:
+    """A Redis of this test's own, on its own port, that the test can restart."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("own Redis did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is needed (make test installs it)")
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_redis_restart_mid_reply(tmp_path, own_redis, fake_upstream_server: FakeUpstreamServer):
+    site = LiveSite(
+        tmp_path,
+        redis_url=own_redis.url,
+        env={
+            "DEEPSEEK_API_KEY": "sk-e2e",
+            "DEEPSEEK_BASE_URL": fake_upstream_server.base_url,
+            "CHAT_REPLY_LEASE_SECONDS": "3",
+        },
+    )
+    try:
+        urls = [site.start(), site.start()]
+        client = await asyncio.to_thread(sign_up, urls[0], "redis-restart")
+        created = await asyncio.to_thread(
+            client.post,
+            "/api/conversations/",
+            json={"thinking": False},
+            headers={"X-CSRFToken": client.cookies["csrftoken"]},
+        )
+        conversation_id = created.json()["id"]
+        headers = socket_headers(client, urls[0])
+        client.close()
+        tabs = [await Tab(url, conversation_id, {**headers, "Origin": url}).open() for url in urls]
+        await tabs[0].send({"type": "message.send", "content": "x [[fake tokens=700 delay=0.01]]"})
+        reply_id = (await tabs[0].wait_for("message.delta"))["message_id"]
+        await asyncio.sleep(1.0)
+
+        await asyncio.to_thread(own_redis.stop)
+        await asyncio.sleep(1.0)
+        states_before = [sum(e["type"] == "conversation.state" for e in tab.events) for tab in tabs]
+        await asyncio.to_thread(own_redis.start)
+        back_at = time.monotonic()
+
+        # Every tab reconnects and resyncs from a fresh state within seconds.
+        for tab, before in zip(tabs, states_before, strict=True):
+            async with asyncio.timeout(5):
+                while sum(e["type"] == "conversation.state" for e in tab.events) <= before:
+                    await asyncio.sleep(0.02)
+        resynced_in = time.monotonic() - back_at
+        # A tab opened now (Redis forgot the snapshot) still gets the whole text so far.
+        late = await Tab(urls[1], conversation_id, {**headers, "Origin": urls[1]}).open()
+
+        finals = [await tab.wait_for("message.completed", timeout=20, message_id=reply_id) for tab in [*tabs, late]]
+        with sqlite3.connect(site.db_path) as db:
+            status, content = db.execute(
+                "select status, content from chat_message where id = ?", (reply_id.replace("-", ""),)
+            ).fetchone()
+        assert status == "complete" and content == answer_text(700)  # whole
+        for tab, final in zip([*tabs, late], finals, strict=True):
+            assert final["content"] == content
+            assert tab.content[reply_id] == content
+            assert tab.errors == []
+        state = late.events[0]
+        if state["streaming"]:
+            rebuilt = state["streaming"]["content"] + "".join(
+                e.get("content", "") for e in late.events if e["type"] == "message.delta"
+            )
+            assert rebuilt == content
+        assert resynced_in < 5
+        for tab in [*tabs, late]:
+            await tab.close()
+    finally:
+        site.stop()

@@ -137,3 +137,36 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         await self.send_json(event)
         if event["conversation"]["id"] == str(self.conversation.id):
             await self.close()
+
+
+class SidebarConsumer(AsyncWebsocketConsumer):
+    """`/ws/sidebar/`: the owner's conversation.updated / .deleted, for a page with none open."""
+
+    async def connect(self) -> None:
+        """Accept logged-in users only, and follow their own group."""
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        self.user_group = events.user_group(user.id)
+        await self.accept()
+        await self.channel_layer.group_add(self.user_group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the group."""
+        if hasattr(self, "user_group"):
+            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Refuse frames: the sidebar socket only listens."""
+        await self.send(
+            text_data=json.dumps({"type": "error", "code": "unknown_type", "detail": "This socket only listens."})
+        )
+
+    async def conversation_updated(self, event: dict[str, Any]) -> None:
+        """A conversation was created, renamed or changed."""
+        await self.send(text_data=json.dumps(event))
+
+    async def conversation_deleted(self, event: dict[str, Any]) -> None:
+        """A conversation was deleted."""
+        await self.send(text_data=json.dumps(event))

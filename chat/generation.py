@@ -124,8 +124,9 @@ def request_stop(message_id: uuid.UUID) -> None:
 
 
 async def _send_stop(message_id: uuid.UUID) -> None:
-    """Tell the process that writes this reply to stop it."""
+    """Tell the process that writes this reply to stop it (and leave a mark, if it is not listening yet)."""
     try:
+        await get_store().mark_stop(message_id)
         await get_channel_layer().group_send(control_group(message_id), {"type": STOP_EVENT})
     except Exception:
         logger.exception("could not send a stop", extra={"message_id": str(message_id)})
@@ -303,6 +304,8 @@ async def _wait_for_stop(run: ReplyRun) -> None:
                 if channel is None:
                     channel = await layer.new_channel()
                 await layer.group_add(group, channel)
+                if await get_store().stop_marked(run.message_id):
+                    return  # Asked before we listened.
                 while not local.done():
                     remote = asyncio.ensure_future(layer.receive(channel))
                     done, _ = await asyncio.wait({local, remote}, return_when=asyncio.FIRST_COMPLETED)

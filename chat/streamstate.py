@@ -56,6 +56,12 @@ class StreamStore(Protocol):
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         """Whether a live process is writing the reply."""
 
+    async def mark_stop(self, message_id: uuid.UUID) -> None:
+        """Remember that a stop was asked, for a writer that has not joined its stop group yet."""
+
+    async def stop_marked(self, message_id: uuid.UUID) -> bool:
+        """Whether a stop was asked before the writer listened."""
+
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         """Whether a live process is writing the reply, from sync code."""
 
@@ -66,6 +72,7 @@ class LocalStreamStore:
     def __init__(self) -> None:
         self._snapshots: dict[uuid.UUID, Snapshot] = {}
         self._leases: dict[uuid.UUID, float] = {}
+        self._stops: set[uuid.UUID] = set()
 
     async def start(self, message_id: uuid.UUID) -> None:
         self._snapshots[message_id] = Snapshot(0, "", "")
@@ -87,12 +94,19 @@ class LocalStreamStore:
     async def clear(self, message_id: uuid.UUID) -> None:
         self._snapshots.pop(message_id, None)
         self._leases.pop(message_id, None)
+        self._stops.discard(message_id)
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         self._leases[message_id] = time.monotonic() + settings.CHAT_REPLY_LEASE_SECONDS
 
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         return self.has_lease_sync(message_id)
+
+    async def mark_stop(self, message_id: uuid.UUID) -> None:
+        self._stops.add(message_id)
+
+    async def stop_marked(self, message_id: uuid.UUID) -> bool:
+        return message_id in self._stops
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         return self._leases.get(message_id, 0) > time.monotonic()
@@ -126,6 +140,10 @@ class RedisStreamStore:
     def _lease_key(message_id: uuid.UUID) -> str:
         return f"chat:reply:{message_id.hex}:lease"
 
+    @staticmethod
+    def _stop_key(message_id: uuid.UUID) -> str:
+        return f"chat:reply:{message_id.hex}:stop"
+
     async def start(self, message_id: uuid.UUID) -> None:
         await self.replace(message_id, 0, "", "")
         await self.renew_lease(message_id)
@@ -157,7 +175,7 @@ class RedisStreamStore:
         return Snapshot(int(seq), content or "", reasoning or "")
 
     async def clear(self, message_id: uuid.UUID) -> None:
-        await self._client().delete(*self._keys(message_id), self._lease_key(message_id))
+        await self._client().delete(*self._keys(message_id), self._lease_key(message_id), self._stop_key(message_id))
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)
@@ -165,6 +183,12 @@ class RedisStreamStore:
 
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         return bool(await self._client().exists(self._lease_key(message_id)))
+
+    async def mark_stop(self, message_id: uuid.UUID) -> None:
+        await self._client().set(self._stop_key(message_id), "1", ex=SNAPSHOT_TTL_SECONDS)
+
+    async def stop_marked(self, message_id: uuid.UUID) -> bool:
+        return bool(await self._client().exists(self._stop_key(message_id)))
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         if self._sync is None:

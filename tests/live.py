@@ -42,12 +42,22 @@ class LiveSite:
         self.processes: list[tuple[subprocess.Popen[bytes], int, Any]] = []
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True, timeout=120)
 
-    def start(self) -> str:
-        """Start one more daphne process; returns its base URL once it answers."""
-        port = free_port()
+    def start(self, *daphne_args: str, port: int | None = None) -> str:
+        """Start one more daphne process (on `port`, or a free one); returns its URL once it answers."""
+        port = port or free_port()
         log = open(self.tmp_path / f"daphne-{port}.log", "wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "chatsite.asgi:application"],
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                *daphne_args,
+                "chatsite.asgi:application",
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -68,6 +78,14 @@ class LiveSite:
     def log(self, port: int) -> str:
         """What a process printed, for failure messages."""
         return (self.tmp_path / f"daphne-{port}.log").read_text(errors="replace")[-4000:]
+
+    def kill(self, index: int) -> int:
+        """Kill one process at once (no clean shutdown), as a crash would; returns its port."""
+        process, port, log = self.processes.pop(index)
+        process.kill()
+        process.wait(timeout=10)
+        log.close()
+        return port
 
     def stop(self) -> None:
         """Stop every process."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from channels.db import database_sync_to_async
 from django.test import Client
 
 from chat import services
@@ -87,3 +88,29 @@ async def test_socket_from_a_foreign_or_missing_origin_is_refused(user, origin):
     conversation = await make_conversation(user)
     _socket, connected = await open_socket(conversation.id, user=user, origin=origin)
     assert not connected
+
+
+async def test_sidebar_socket_needs_a_session_and_follows_only_the_owner(user, other_user):
+    from channels.testing import WebsocketCommunicator
+
+    from chatsite.asgi import application
+    from tests.conftest import session_cookie
+
+    anonymous = WebsocketCommunicator(application, "/ws/sidebar/", headers=[(b"origin", b"http://localhost")])
+    assert not (await anonymous.connect())[0]
+
+    async def sidebar(owner):
+        cookie = await database_sync_to_async(session_cookie)(owner)
+        socket = WebsocketCommunicator(
+            application, "/ws/sidebar/", headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+        )
+        assert (await socket.connect())[0]
+        return socket
+
+    mine, theirs = await sidebar(user), await sidebar(other_user)
+    conversation = await make_conversation(user, title="Mine")
+    event = await mine.receive_json_from()
+    assert (event["type"], event["conversation"]["id"]) == ("conversation.updated", str(conversation.id))
+    assert await theirs.receive_nothing(timeout=0.3)
+    await mine.disconnect()
+    await theirs.disconnect()

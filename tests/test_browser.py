@@ -106,3 +106,62 @@ def test_model_text_is_shown_as_text_never_as_html(browser, live_site):
     assert page.inner_text(".msg.assistant .content") == payload
     assert page.locator(".transcript img, .transcript script").count() == 0
     assert dialogs == []
+
+
+def test_the_page_reconnects_after_a_server_restart_and_resyncs_without_doubling(browser, live_site):
+    live_site.env["CHAT_REPLY_LEASE_SECONDS"] = "2"
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "restarter")
+    page.click("#new-conversation")
+    page.wait_for_selector("#connection[data-level=ok]")
+    page.fill("#composer-input", "first [[fake tokens=20]]")
+    page.press("#composer-input", "Enter")
+    page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'")
+    page.fill("#composer-input", "second [[fake tokens=3000 delay=0.01]]")
+    page.press("#composer-input", "Enter")
+    page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.textContent.length > 40")
+
+    port = live_site.kill(0)  # the server dies mid-reply
+    page.wait_for_selector("#connection[data-level=bad]")
+    live_site.start(port=port)
+    page.wait_for_selector("#connection[data-level=ok]", timeout=20000)
+    # The reply whose writer died is closed as failed, its text kept, shown once.
+    page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.dataset.status === 'failed'", timeout=20000)
+    assert page.locator(".msg").count() == 4
+    stored = page.evaluate("fetch(location.pathname.replace('/c/', '/api/conversations/')).then((r) => r.json())")
+    shown = page.locator(".msg.assistant .content").all_inner_texts()
+    assert [m["content"].strip() for m in stored["messages"] if m["role"] == "assistant"] == [s.strip() for s in shown]
+    assert stored["messages"][-1]["status"] == "failed"
+    assert page.locator(".msg.assistant .error").inner_text()
+
+
+API_CALL = """async ([method, path, body]) => {
+  const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+  const response = await fetch(path, {method, headers: {"Content-Type": "application/json", "X-CSRFToken": token},
+                                      body: body ? JSON.stringify(body) : undefined});
+  return response.status === 204 ? null : response.json();
+}"""
+
+
+def test_the_sidebar_follows_the_users_other_devices(browser, live_site):
+    base_url = live_site.start()
+    laptop_context = browser.new_context()
+    laptop = laptop_context.new_page()
+    sign_up_in_browser(laptop, base_url, "many-devices")
+    laptop.click("#new-conversation")
+    laptop.wait_for_selector("#connection[data-level=ok]")
+    phone = browser.new_context(storage_state=laptop_context.storage_state()).new_page()
+    phone.goto(base_url)  # the home page: no conversation open
+    phone.wait_for_selector("#conversation-list li")
+    phone.wait_for_timeout(300)  # let the sidebar socket connect
+
+    created = laptop.evaluate(API_CALL, ["POST", "/api/conversations/", {"title": "Holiday plans"}])
+    for device in (phone, laptop):
+        device.wait_for_selector(f"#conversation-list li[data-id='{created['id']}'] >> text=Holiday plans")
+    laptop.evaluate(API_CALL, ["PATCH", f"/api/conversations/{created['id']}/", {"title": "Trip to Lisbon"}])
+    for device in (phone, laptop):
+        device.wait_for_selector(f"#conversation-list li[data-id='{created['id']}'] >> text=Trip to Lisbon")
+    laptop.evaluate(API_CALL, ["DELETE", f"/api/conversations/{created['id']}/", None])
+    for device in (phone, laptop):
+        device.wait_for_selector(f"#conversation-list li[data-id='{created['id']}']", state="detached")

@@ -382,3 +382,26 @@ async def test_deleting_the_conversation_stops_its_reply(user, fake_upstream):
     assert await asyncio.to_thread(record.ended.wait, 5)
     assert record.outcome == "disconnected"
     assert await _message_count() == 0
+
+
+async def test_a_stop_asked_before_the_writer_listens_still_stops_it(user, fake_upstream, monkeypatch):
+    import uuid
+
+    from chat import generation, services
+    from chat.streamstate import get_store
+
+    conversation = await make_conversation(user)
+    socket, _ = await open_socket(conversation.id, user=user)
+    await socket.receive_json_from()
+    launch = generation.launch
+    monkeypatch.setattr(generation, "launch", lambda message_id: None)
+    _, reply = await database_sync_to_async(services.message_send)(
+        conversation=conversation, content="x [[fake tokens=2000 delay=0.01]]"
+    )
+    # As a stop from another process would, before this process's writer has joined its stop group:
+    await get_store().mark_stop(uuid.UUID(str(reply.id)))
+    launch(reply.id)
+    completed = (await receive_until(socket, "message.completed"))[-1]
+    assert completed["status"] == "stopped"
+    assert len(completed["content"]) < len(answer_text(2000))
+    await socket.disconnect()

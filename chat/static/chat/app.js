@@ -1,6 +1,7 @@
 // The chat page: one socket per open conversation, the transcript, the composer and the sidebar.
 
 import { apiFetch } from "./api.js";
+import { removeConversation, showConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 
@@ -13,7 +14,6 @@ const stopButton = document.getElementById("stop");
 const notice = document.getElementById("notice");
 const connection = document.getElementById("connection");
 const title = document.getElementById("conversation-title");
-const sidebar = document.getElementById("conversation-list");
 const modelSelect = document.getElementById("model-select");
 const thinkingToggle = document.getElementById("thinking-toggle");
 let pendingClientId = null;
@@ -35,21 +35,7 @@ function applyConversation(conversation) {
     modelSelect.value = conversation.model;
     thinkingToggle.checked = conversation.thinking;
   }
-  let item = sidebar.querySelector(`li[data-id="${conversation.id}"]`);
-  if (!item) {
-    sidebar.querySelector(".empty-note")?.remove();
-    item = document.createElement("li");
-    item.dataset.id = conversation.id;
-    const link = document.createElement("a");
-    link.href = `/c/${conversation.id}/`;
-    item.append(link);
-  }
-  item.querySelector("a").textContent = conversation.title || "New conversation";
-  if (conversation.id === config.id) {
-    item.classList.add("active");
-    item.setAttribute("aria-current", "page");
-  }
-  sidebar.prepend(item); // most recently updated first
+  showConversation(conversation, config.id);
 }
 
 const handlers = {
@@ -69,7 +55,7 @@ const handlers = {
   "message.completed": (event) => transcript.completed(event),
   "conversation.updated": (event) => applyConversation(event.conversation),
   "conversation.deleted": (event) => {
-    sidebar.querySelector(`li[data-id="${event.conversation.id}"]`)?.remove();
+    removeConversation(event.conversation.id);
     if (event.conversation.id === config.id) {
       socket.close();
       location.assign("/");

@@ -405,3 +405,22 @@ async def test_a_stop_asked_before_the_writer_listens_still_stops_it(user, fake_
     assert completed["status"] == "stopped"
     assert len(completed["content"]) < len(answer_text(2000))
     await socket.disconnect()
+
+
+async def test_a_socket_that_missed_deltas_resyncs_from_a_fresh_state(user):
+    from channels.layers import get_channel_layer
+
+    from chat import events
+
+    conversation = await make_conversation(user)
+    socket, _ = await open_socket(conversation.id, user=user)
+    await socket.receive_json_from()
+    group = events.conversation_group(conversation.id)
+    # As if this socket's channel overflowed and lost deltas 1 and 2 of some reply:
+    await get_channel_layer().group_send(
+        group, {"type": "message.delta", "message_id": "00000000-0000-0000-0000-000000000001", "seq": 3, "content": "x"}
+    )
+    resync = await socket.receive_json_from()
+    assert resync["type"] == "conversation.state"
+    assert await socket.receive_nothing(timeout=0.2)
+    await socket.disconnect()

@@ -60,8 +60,16 @@ def _not_found() -> JsonResponse:
 
 
 def _service_status(exc: services.ServiceError) -> int:
-    """HTTP status for a refused request: busy is a conflict, the rest are bad requests."""
-    return 409 if exc.code == "busy" else 400
+    """HTTP status for a refused request: busy is a conflict, limits are 429, the rest bad requests."""
+    return {"busy": 409, "rate_limited": 429}.get(exc.code, 400)
+
+
+def _refusal(exc: services.ServiceError) -> JsonResponse:
+    """A refused request, with Retry-After when the refusal says when to retry."""
+    response = error_response(_service_status(exc), exc.code, exc.detail)
+    if exc.retry_after is not None:
+        response["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -83,7 +91,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
     except BadRequest as exc:
         return error_response(400, "bad_request", str(exc))
     except services.ServiceError as exc:
-        return error_response(_service_status(exc), exc.code, exc.detail)
+        return _refusal(exc)
     return JsonResponse(conversation_to_dict(conversation), status=201)
 
 
@@ -108,7 +116,7 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     except BadRequest as exc:
         return error_response(400, "bad_request", str(exc))
     except services.ServiceError as exc:
-        return error_response(_service_status(exc), exc.code, exc.detail)
+        return _refusal(exc)
     return JsonResponse(conversation_to_dict(updated))
 
 
@@ -127,7 +135,7 @@ def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     except BadRequest as exc:
         return error_response(400, "bad_request", str(exc))
     except services.ServiceError as exc:
-        return error_response(_service_status(exc), exc.code, exc.detail)
+        return _refusal(exc)
     return JsonResponse(
         {"user_message": message_to_dict(user_message), "assistant_message": message_to_dict(reply)}, status=202
     )
@@ -143,5 +151,12 @@ def stop(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     try:
         reply = services.reply_stop(conversation=found)
     except services.ServiceError as exc:
-        return error_response(_service_status(exc), exc.code, exc.detail)
+        return _refusal(exc)
     return JsonResponse({"message_id": str(reply.id)}, status=202)
+
+
+@require_http_methods(["GET"])
+@api_login_required
+def usage(request: HttpRequest) -> HttpResponse:
+    """The caller's tokens today (UTC) and in all."""
+    return JsonResponse(selectors.user_usage(user=request.user))

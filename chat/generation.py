@@ -388,6 +388,7 @@ async def _run_reply(run: ReplyRun) -> None:
             int((outcome.first_token_at - started_at) * 1000) if outcome.first_token_at is not None else None
         ),
         duration_ms=int((time.monotonic() - started_at) * 1000),
+        context_dropped=context.context_dropped,
     )
     try:
         await store.clear(run.message_id)

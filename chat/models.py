@@ -79,6 +79,8 @@ class Message(models.Model):
     time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True)
     client_id = models.CharField(max_length=100, blank=True)
+    # How many older messages were left out of this reply's request to fit the context window.
+    context_dropped = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(db_index=True)
 
     objects = MessageQuerySet.as_manager()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db.models import QuerySet, Sum
+from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.serializers import conversation_to_dict, message_to_dict
@@ -34,10 +38,30 @@ def message_list(*, conversation: Conversation) -> list[Message]:
     return list(conversation.messages.order_by("created_at"))
 
 
+def usage_totals(messages: QuerySet[Message]) -> dict[str, int]:
+    """Token counts summed over some replies."""
+    sums = messages.aggregate(
+        prompt_tokens=Sum("prompt_tokens", default=0),
+        completion_tokens=Sum("completion_tokens", default=0),
+        reasoning_tokens=Sum("reasoning_tokens", default=0),
+        prompt_cache_hit_tokens=Sum("cache_hit_tokens", default=0),
+    )
+    sums["replies"] = messages.filter(prompt_tokens__isnull=False).count()
+    return sums
+
+
+def user_usage(*, user: AbstractBaseUser) -> dict[str, dict[str, int]]:
+    """The user's tokens today (UTC) and in all."""
+    mine = Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
+    today = timezone.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return {"today": usage_totals(mine.filter(created_at__gte=today)), "total": usage_totals(mine)}
+
+
 def conversation_detail(*, conversation: Conversation) -> dict[str, Any]:
-    """The conversation with its messages, as the API shows it."""
+    """The conversation with its messages and summed usage, as the API shows it."""
     data = conversation_to_dict(conversation)
     data["messages"] = [message_to_dict(m) for m in message_list(conversation=conversation)]
+    data["usage"] = usage_totals(conversation.messages.filter(role=Message.Role.ASSISTANT))
     return data
 
 
@@ -48,6 +72,7 @@ async def conversation_state(*, conversation: Conversation) -> dict[str, Any]:
     """
     detail = await database_sync_to_async(conversation_detail)(conversation=conversation)
     messages = detail.pop("messages")
+    detail.pop("usage")
     streaming = None
     for message in messages:
         if message["status"] == Message.Status.STREAMING:
@@ -72,6 +97,30 @@ class ReplyContext:
     conversation_id: uuid.UUID
     message_id: uuid.UUID
     request: ReplyRequest
+    context_dropped: int = 0
+
+
+def estimate_tokens(text: str) -> int:
+    """DeepSeek's rule of thumb: about 0.3 token per ASCII character and 0.6 per other character."""
+    ascii_chars = sum(1 for char in text if ord(char) < 128)
+    return int(0.3 * ascii_chars + 0.6 * (len(text) - ascii_chars)) + 4  # + per-message overhead
+
+
+def _fit_context(system: list[dict[str, str]], history: list[dict[str, str]], budget: int) -> int:
+    """Drop the oldest user/assistant pairs until the request fits; returns how many were dropped.
+
+    The system prompt and the newest user message always stay, and the history still starts with
+    a user turn, so roles keep alternating.
+    """
+    sizes = [estimate_tokens(m["content"]) for m in history]
+    total = sum(estimate_tokens(m["content"]) for m in system) + sum(sizes)
+    dropped = 0
+    while total > budget and len(history) > 1:
+        for _ in range(2 if len(history) > 2 else 1):
+            history.pop(0)
+            total -= sizes.pop(0)
+            dropped += 1
+    return dropped
 
 
 def _alternating_history(messages: list[Message]) -> list[dict[str, str]]:
@@ -101,14 +150,16 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
         return None
     conversation = reply.conversation
     earlier = list(conversation.messages.filter(created_at__lt=reply.created_at).order_by("created_at"))
-    messages: list[dict[str, str]] = []
+    system: list[dict[str, str]] = []
     if conversation.system_prompt.strip():
-        messages.append({"role": "system", "content": conversation.system_prompt})
-    messages.extend(_alternating_history(earlier))
+        system.append({"role": "system", "content": conversation.system_prompt})
+    history = _alternating_history(earlier)
+    dropped = _fit_context(system, history, settings.CHAT_CONTEXT_TOKENS)
     return ReplyContext(
         conversation_id=conversation.id,
         message_id=reply.id,
-        request=ReplyRequest(model=conversation.model, thinking=conversation.thinking, messages=messages),
+        request=ReplyRequest(model=conversation.model, thinking=conversation.thinking, messages=system + history),
+        context_dropped=dropped,
     )
 
 

@@ -6,6 +6,25 @@ from typing import Any
 
 from chat.models import Conversation, Message
 
+FINISH_NOTICES = {
+    "length": "The reply reached the maximum length and was cut short.",
+    "content_filter": "DeepSeek's content filter ended the reply early.",
+    "insufficient_system_resource": "DeepSeek ran short of capacity and ended the reply early; try again.",
+}
+
+
+def message_notices(message: Message) -> list[str]:
+    """Sentences the page shows under a reply: why it ended early, what was left out of its context."""
+    notices = []
+    if message.context_dropped:
+        notices.append(
+            f"{message.context_dropped} older message{'s' if message.context_dropped != 1 else ''} "
+            "were left out to fit DeepSeek's context window."
+        )
+    if message.finish_reason in FINISH_NOTICES:
+        notices.append(FINISH_NOTICES[message.finish_reason])
+    return notices
+
 
 def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
     """A conversation as clients see it."""
@@ -35,6 +54,11 @@ def message_to_dict(message: Message) -> dict[str, Any]:
         data["model"] = message.upstream_model
         if message.finish_reason:
             data["finish_reason"] = message.finish_reason
+        if message.context_dropped:
+            data["context_dropped"] = message.context_dropped
+        notices = message_notices(message)
+        if notices:
+            data["notice"] = " ".join(notices)
         if message.time_to_first_token_ms is not None:
             data["time_to_first_token_ms"] = message.time_to_first_token_ms
         if message.duration_ms is not None:

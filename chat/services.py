@@ -16,7 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chat import events, generation
+from chat import events, generation, limits
 from chat.models import Conversation, Message
 from chat.streamstate import get_store
 
@@ -26,12 +26,13 @@ TITLE_MAX_CHARS = 60
 
 
 class ServiceError(Exception):
-    """A refused request, with a code for programs and a sentence for people."""
+    """A refused request, with a code for programs, a sentence for people, and maybe when to retry."""
 
-    def __init__(self, code: str, detail: str) -> None:
+    def __init__(self, code: str, detail: str, retry_after: int | None = None) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.retry_after = retry_after
 
 
 def _validate_model(model: str | None) -> str:
@@ -139,6 +140,10 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
     busy = ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
     if conversation.messages.streaming().exists():
         raise busy
+    try:
+        limits.check_send(user_id=conversation.owner_id)
+    except limits.LimitExceeded as exc:
+        raise ServiceError("rate_limited", exc.detail, retry_after=exc.retry_after) from exc
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -187,6 +192,7 @@ def reply_finish(
     upstream_model: str = "",
     time_to_first_token_ms: int | None = None,
     duration_ms: int | None = None,
+    context_dropped: int = 0,
 ) -> Message | None:
     """End a reply once: store its final text and outcome, then tell every watcher."""
     usage = usage or {}
@@ -215,9 +221,15 @@ def reply_finish(
             reply.cache_miss_tokens = usage.get("prompt_cache_miss_tokens", 0)
         reply.time_to_first_token_ms = time_to_first_token_ms
         reply.duration_ms = duration_ms
+        reply.context_dropped = context_dropped
         reply.save()
         Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
         events.message_completed_on_commit(reply)
+    if usage:
+        limits.record_tokens(
+            user_id=reply.conversation.owner_id,
+            tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
+        )
     return reply
 
 

@@ -5,7 +5,10 @@ Every failure leaves here as an `UpstreamError` with a code and one sentence a p
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +58,8 @@ class UpstreamError(Exception):
         self.detail = detail
 
 
+STALLED_DETAIL = "DeepSeek stopped responding, so the reply was ended; the text so far was kept."
+
 STATUS_ERRORS: dict[int, tuple[str, str]] = {
     400: ("bad_request", "DeepSeek rejected the request as invalid"),
     401: ("bad_key", "DeepSeek refused the API key; check DEEPSEEK_API_KEY"),
@@ -81,7 +86,7 @@ def error_from_exception(exc: BaseException, *, started: bool) -> UpstreamError:
         message = _upstream_message(exc.body)
         return UpstreamError(code, f"{detail}{f' ({message})' if message else ''}.")
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
-        return UpstreamError("stalled", "DeepSeek stopped responding, so the reply was ended.")
+        return UpstreamError("stalled", STALLED_DETAIL)
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         if started:
             return UpstreamError("cut_off", "The connection to DeepSeek was cut before the reply finished.")
@@ -119,34 +124,99 @@ def _usage_dict(usage: Any) -> dict[str, int]:
 
 
 def make_client() -> openai.AsyncOpenAI:
-    """A client for DEEPSEEK_BASE_URL; the read timeout is the idle timeout (no byte for that long)."""
+    """A client for DEEPSEEK_BASE_URL; retries are ours (only before the first byte, bounded)."""
     return openai.AsyncOpenAI(
         api_key=settings.DEEPSEEK_API_KEY,
         base_url=settings.DEEPSEEK_BASE_URL,
+        # No byte at all for this long (keep-alives count) means the request is stalled.
         timeout=openai.Timeout(
             settings.DEEPSEEK_REQUEST_TIMEOUT, read=settings.DEEPSEEK_STREAM_IDLE_TIMEOUT, connect=10
         ),
-        max_retries=2,
+        max_retries=0,
     )
 
 
+RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)
+
+
+def _retry_delay(exc: BaseException, attempt: int) -> float:
+    """Exponential backoff with jitter, or DeepSeek's Retry-After when it gives one."""
+    response = getattr(exc, "response", None)
+    if response is not None:
+        try:
+            return max(0.0, float(response.headers.get("retry-after", "")))
+        except ValueError:
+            pass
+    base = settings.DEEPSEEK_RETRY_BASE_SECONDS * (2**attempt)
+    return min(base, 8.0) * random.uniform(0.75, 1.25)
+
+
+async def _open_stream(client: openai.AsyncOpenAI, request: ReplyRequest, deadline: float) -> Any:
+    """Send the request, retrying 429, 5xx and connection errors with backoff, within a bounded wait.
+
+    Nothing has reached the user yet, so a retry is invisible; 400, 401, 402 and 422 are never retried.
+    """
+    waited = 0.0
+    attempt = 0
+    while True:
+        try:
+            return await client.chat.completions.create(
+                model=request.model,
+                messages=request.messages,  # type: ignore[arg-type]
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"thinking": {"type": "enabled" if request.thinking else "disabled"}},
+            )
+        except RETRYABLE as exc:
+            if isinstance(exc, openai.APITimeoutError):
+                raise
+            delay = _retry_delay(exc, attempt)
+            budget_left = settings.DEEPSEEK_RETRY_BUDGET_SECONDS - waited
+            if delay > budget_left or time.monotonic() + delay > deadline:
+                raise
+            logger.info("DeepSeek refused (%s); retrying in %.1f s", type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            waited += delay
+            attempt += 1
+
+
 async def stream_reply(request: ReplyRequest) -> AsyncIterator[UpstreamEvent]:
-    """Stream one reply from DeepSeek; closing this generator closes the HTTP request."""
+    """Stream one reply from DeepSeek; closing this generator closes the HTTP request.
+
+    Before the first token, keep-alive comments are normal (DeepSeek queues requests) and only the
+    overall deadline applies. Once text has started, a gap of DEEPSEEK_STREAM_IDLE_TIMEOUT without
+    a chunk ends the reply as stalled, whatever keep-alives arrive meanwhile.
+    """
     client = make_client()
     started = False
     finish_reason = ""
     model = ""
     usage: dict[str, int] = {}
+    deadline = time.monotonic() + settings.DEEPSEEK_REQUEST_TIMEOUT
     try:
-        stream = await client.chat.completions.create(
-            model=request.model,
-            messages=request.messages,  # type: ignore[arg-type]
-            stream=True,
-            stream_options={"include_usage": True},
-            extra_body={"thinking": {"type": "enabled" if request.thinking else "disabled"}},
-        )
+        stream = await _open_stream(client, request, deadline)
         async with stream:
-            async for chunk in stream:
+            chunks = stream.__aiter__()
+            while True:
+                now = time.monotonic()
+                limit = deadline - now
+                if started:
+                    limit = min(limit, settings.DEEPSEEK_STREAM_IDLE_TIMEOUT)
+                try:
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the
+                    # cancellation that a Stop sends, and the reply would run on.
+                    async with asyncio.timeout(max(limit, 0.001)):
+                        chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except TimeoutError as exc:
+                    if time.monotonic() >= deadline - 0.01:
+                        raise UpstreamError(
+                            "timeout",
+                            f"DeepSeek took longer than {settings.DEEPSEEK_REQUEST_TIMEOUT:g} seconds, "
+                            "so the reply was ended.",
+                        ) from exc
+                    raise UpstreamError("stalled", STALLED_DETAIL) from exc
                 model = chunk.model or model
                 if chunk.usage is not None:
                     usage = _usage_dict(chunk.usage)

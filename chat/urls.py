@@ -11,6 +11,7 @@ urlpatterns = [
     path("c/new/", views.conversation_new, name="conversation_new"),
     path("c/<uuid:conversation_id>/", views.conversation_page, name="conversation"),
     path("api/conversations/", api.conversations, name="api_conversations"),
+    path("api/usage/", api.usage, name="api_usage"),
     path("api/conversations/<uuid:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<uuid:conversation_id>/messages/", api.messages, name="api_messages"),
     path("api/conversations/<uuid:conversation_id>/stop/", api.stop, name="api_stop"),

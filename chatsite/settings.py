@@ -169,13 +169,22 @@ DEEPSEEK_API_KEY = env_str("DEEPSEEK_API_KEY")
 DEEPSEEK_BASE_URL = env_str("DEEPSEEK_BASE_URL", "https://api.deepseek.com")
 DEEPSEEK_MODELS = env_list("DEEPSEEK_MODELS", "deepseek-v4-flash,deepseek-v4-pro")
 DEEPSEEK_STREAM_IDLE_TIMEOUT = env_float("DEEPSEEK_STREAM_IDLE_TIMEOUT", 60)
-DEEPSEEK_REQUEST_TIMEOUT = env_float("DEEPSEEK_REQUEST_TIMEOUT", 600)
+DEEPSEEK_REQUEST_TIMEOUT = env_float("DEEPSEEK_REQUEST_TIMEOUT", 600)  # the overall deadline of one reply
+# Retries happen only before the first byte (429, 5xx, connection errors), within this much waiting.
+DEEPSEEK_RETRY_BUDGET_SECONDS = env_float("DEEPSEEK_RETRY_BUDGET_SECONDS", 20)
+DEEPSEEK_RETRY_BASE_SECONDS = env_float("DEEPSEEK_RETRY_BASE_SECONDS", 1.0)
 
 # Chat behaviour.
 CHAT_MAX_MESSAGE_CHARS = int(env_str("CHAT_MAX_MESSAGE_CHARS", "32000"))
 CHAT_CHECKPOINT_SECONDS = env_float("CHAT_CHECKPOINT_SECONDS", 1.0)
 CHAT_COALESCE_SECONDS = env_float("CHAT_COALESCE_SECONDS", 0.05)
 CHAT_REPLY_LEASE_SECONDS = env_float("CHAT_REPLY_LEASE_SECONDS", 15)
+# Per-user limits (0 turns one off), counted in Redis when REDIS_URL is set.
+CHAT_LIMIT_MESSAGES_PER_MINUTE = int(env_str("CHAT_LIMIT_MESSAGES_PER_MINUTE", "20"))
+CHAT_LIMIT_CONCURRENT_REPLIES = int(env_str("CHAT_LIMIT_CONCURRENT_REPLIES", "3"))
+CHAT_LIMIT_DAILY_TOKENS = int(env_str("CHAT_LIMIT_DAILY_TOKENS", "0"))
+# The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
+CHAT_CONTEXT_TOKENS = int(env_str("CHAT_CONTEXT_TOKENS", "100000"))
 # The simulator's pace, in seconds per token; tests make it faster.
 CHAT_SIMULATOR_TOKEN_SECONDS = env_float("CHAT_SIMULATOR_TOKEN_SECONDS", 0.03)
 

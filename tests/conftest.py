@@ -13,6 +13,7 @@ from channels.db import database_sync_to_async
 from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import User
+from django.core.cache import cache
 from django.test import Client
 
 from chat import services, streamstate
@@ -33,6 +34,7 @@ def _fast_replies(settings: Any) -> Iterator[None]:
     settings.REDIS_URL = ""
     streamstate.reset_store()
     channel_layers.backends.clear()
+    cache.clear()  # per-user limit counters
     yield
     streamstate.reset_store()
     channel_layers.backends.clear()

@@ -7,7 +7,14 @@ The last user message may carry a directive such as `[[fake tokens=40 delay=0.02
 - `status=N` answer with that HTTP error instead of a stream;
 - `cut_after=N` drop the connection after N chunks; `error_after=N` send an error object after N;
 - `stall_after=N` go silent after N chunks; `no_finish` end without a finish reason;
-- `echo` answer with the message itself (without the directive), a few characters a chunk.
+- `echo` answer with the message itself (without the directive), a few characters a chunk;
+- `fail=429x2` answer the first 2 attempts of this message with HTTP 429 (any status), then stream;
+  `retry_after=S` sends a Retry-After header with those failures;
+- `queue=S` send only keep-alive comments for S seconds before the first chunk (a queued request);
+- `keepalive_after=N` after N chunks send only keep-alive comments, forever (a silent stall);
+- `finish=REASON` end with that finish reason (`length`, `content_filter`, ...).
+
+The retired model ids answer 400, as DeepSeek does since 2026-07-24.
 
 Every request is recorded with how it ended (`complete`, `disconnected`, ...), so tests can assert
 what DeepSeek would have seen: the history sent, the thinking mode, and a client that hung up.
@@ -27,6 +34,7 @@ from typing import Any
 import uvicorn
 
 DIRECTIVE = re.compile(r"\[\[fake([^\]]*)\]\]")
+RETIRED_MODELS = {"deepseek-chat", "deepseek-reasoner"}
 
 
 @dataclass
@@ -43,23 +51,35 @@ class Script:
     stall_after: int = -1
     no_finish: bool = False
     echo: str | None = None
+    fail_status: int = 0
+    fail_times: int = 0
+    retry_after: str = ""
+    queue: float = 0.0
+    keepalive_after: int = -1
+    finish: str = "stop"
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Script:
         """Read the directive from the last user message, if any."""
         users = [m for m in body.get("messages", []) if m.get("role") == "user"]
-        match = DIRECTIVE.search(str(users[-1].get("content", ""))) if users else None
+        # The last directive counts: turns of one role in a row arrive joined into one message.
+        found = DIRECTIVE.findall(str(users[-1].get("content", ""))) if users else []
         script = cls()
-        if not match:
+        if not found:
             return script
-        for part in match.group(1).split():
+        for part in found[-1].split():
             key, _, value = part.partition("=")
             if key == "no_finish":
                 script.no_finish = True
             elif key == "echo":
                 script.echo = DIRECTIVE.sub("", str(users[-1].get("content", ""))).strip()
-            elif key in {"delay", "first"}:
+            elif key in {"delay", "first", "queue"}:
                 setattr(script, key, float(value))
+            elif key == "fail":
+                status, _, times = value.partition("x")
+                script.fail_status, script.fail_times = int(status), int(times or 1)
+            elif key in {"retry_after", "finish"}:
+                setattr(script, key, value)
             elif hasattr(script, key):
                 setattr(script, key, int(value))
         return script
@@ -91,6 +111,7 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
+        self.attempts: dict[str, int] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -114,6 +135,21 @@ class FakeUpstream:
         record = Recorded(body=body, headers={k.decode(): v.decode() for k, v in scope["headers"]})
         self.requests.append(record)
         script = Script.from_body(body)
+        if body.get("model") in RETIRED_MODELS:
+            record.outcome = "status 400"
+            record.ended.set()
+            message = f"Model Not Exist: {body['model']} was retired on 2026-07-24"
+            await self._json(send, 400, {"error": {"message": message, "type": "invalid_request_error"}})
+            return
+        key = json.dumps(body.get("messages", [])[-1:])
+        self.attempts[key] = self.attempts.get(key, 0) + 1
+        if script.fail_status and self.attempts[key] <= script.fail_times:
+            record.outcome = f"status {script.fail_status}"
+            record.ended.set()
+            extra = [(b"retry-after", script.retry_after.encode())] if script.retry_after else []
+            error = {"error": {"message": f"fake error {script.fail_status}", "type": "fake"}}
+            await self._json(send, script.fail_status, error, extra)
+            return
         if script.status:
             record.outcome = f"status {script.status}"
             record.ended.set()
@@ -138,9 +174,12 @@ class FakeUpstream:
             pass
 
     @staticmethod
-    async def _json(send: Any, status: int, data: dict[str, Any]) -> None:
+    async def _json(
+        send: Any, status: int, data: dict[str, Any], extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         payload = json.dumps(data).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        headers += extra or []
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
@@ -173,6 +212,10 @@ class FakeUpstream:
         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
         if script.first:
             await asyncio.sleep(script.first)
+        queued_until = time.monotonic() + script.queue
+        while time.monotonic() < queued_until:
+            await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+            await asyncio.sleep(0.1)
         for index, delta in enumerate(pieces):
             if index == script.cut_after:
                 record.outcome = "cut"
@@ -192,6 +235,11 @@ class FakeUpstream:
             if index == script.stall_after:
                 record.outcome = "stalled"
                 await asyncio.sleep(3600)
+            if index == script.keepalive_after:
+                record.outcome = "keep-alives only"
+                while True:
+                    await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
+                    await asyncio.sleep(0.1)
             await send({"type": "http.response.body", "body": chunk(delta), "more_body": True})
             record.chunks_sent += 1
             if script.delay:
@@ -206,7 +254,7 @@ class FakeUpstream:
                 "prompt_cache_miss_tokens": prompt,
                 "completion_tokens_details": {"reasoning_tokens": script.reasoning if thinking else 0},
             }
-            await send({"type": "http.response.body", "body": chunk({}, "stop", usage), "more_body": True})
+            await send({"type": "http.response.body", "body": chunk({}, script.finish, usage), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         if record.outcome == "open":

@@ -165,3 +165,53 @@ def test_the_sidebar_follows_the_users_other_devices(browser, live_site):
     laptop.evaluate(API_CALL, ["DELETE", f"/api/conversations/{created['id']}/", None])
     for device in (phone, laptop):
         device.wait_for_selector(f"#conversation-list li[data-id='{created['id']}']", state="detached")
+
+
+def test_the_page_says_what_went_wrong_and_keeps_what_was_written(browser, live_site):
+    live_site.env["DEEPSEEK_STREAM_IDLE_TIMEOUT"] = "1"
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "unlucky")
+    page.click("#new-conversation")
+    page.wait_for_selector("#connection[data-level=ok]")
+
+    def ask(text: str, index: int) -> None:
+        page.fill("#composer-input", text)
+        page.press("#composer-input", "Enter")
+        page.wait_for_selector(f".msg.assistant >> nth={index}")
+
+    def finished(index: int) -> None:
+        page.wait_for_function(
+            f"document.querySelectorAll('.msg.assistant')[{index}]?.dataset.status !== 'streaming'", timeout=20000
+        )
+
+    # Queued at DeepSeek: the page says it is waiting, then the reply comes.
+    ask("queued [[fake queue=1.5 tokens=3]]", 0)
+    page.wait_for_selector(".msg.assistant >> nth=0 >> text=waiting for DeepSeek…")
+    finished(0)
+    assert page.inner_text(".msg.assistant >> nth=0 >> .content").strip() == answer_text(3).strip()
+    page.wait_for_selector(".msg.assistant >> nth=0 >> .meta >> text=/\\d+ in · \\d+ out/")
+    page.wait_for_selector("#usage-summary >> text=/Your usage: \\d+ tokens today/")
+    page.wait_for_selector("#conversation-usage >> text=/tokens here/")
+
+    # A bad key: one plain sentence.
+    ask("bad key [[fake fail=401x1]]", 1)
+    finished(1)
+    assert "DeepSeek refused the API key" in page.inner_text(".msg.assistant >> nth=1 >> .error")
+
+    # DeepSeek goes silent mid-reply (keep-alives only): the text so far stays, with the reason.
+    ask("stall [[fake tokens=50 keepalive_after=9]]", 2)
+    finished(2)
+    assert page.inner_text(".msg.assistant >> nth=2 >> .content").strip() == answer_text(8).strip()
+    assert "DeepSeek stopped responding" in page.inner_text(".msg.assistant >> nth=2 >> .error")
+
+    # Cut short by the length limit: kept, and said.
+    ask("long [[fake tokens=5 finish=length]]", 3)
+    finished(3)
+    assert "maximum length" in page.inner_text(".msg.assistant >> nth=3 >> .reply-notice")
+
+    # After a reload the page shows the same.
+    page.reload()
+    page.wait_for_selector("#connection[data-level=ok]")
+    assert page.inner_text(".msg.assistant >> nth=2 >> .content").strip() == answer_text(8).strip()
+    assert "DeepSeek stopped responding" in page.inner_text(".msg.assistant >> nth=2 >> .error")

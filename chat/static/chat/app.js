@@ -4,6 +4,7 @@ import { apiFetch } from "./api.js";
 import { removeConversation, showConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
+import { refreshUserUsage } from "./usage.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
 const transcript = new Transcript(document.getElementById("transcript"));
@@ -16,6 +17,7 @@ const connection = document.getElementById("connection");
 const title = document.getElementById("conversation-title");
 const modelSelect = document.getElementById("model-select");
 const thinkingToggle = document.getElementById("thinking-toggle");
+const conversationUsage = document.getElementById("conversation-usage");
 let pendingClientId = null;
 
 function showNotice(text) {
@@ -26,6 +28,8 @@ function showNotice(text) {
 function refreshControls() {
   stopButton.hidden = !transcript.isStreaming;
   sendButton.hidden = transcript.isStreaming;
+  const totals = transcript.usageTotals();
+  conversationUsage.textContent = totals.replies ? `${totals.tokens.toLocaleString()} tokens here` : "";
 }
 
 function applyConversation(conversation) {
@@ -52,7 +56,10 @@ const handlers = {
     }
   },
   "message.delta": (event) => transcript.delta(event),
-  "message.completed": (event) => transcript.completed(event),
+  "message.completed": (event) => {
+    transcript.completed(event);
+    refreshUserUsage();
+  },
   "conversation.updated": (event) => applyConversation(event.conversation),
   "conversation.deleted": (event) => {
     removeConversation(event.conversation.id);
@@ -124,3 +131,4 @@ async function saveSettings(changes) {
 modelSelect.addEventListener("change", () => saveSettings({ model: modelSelect.value }));
 thinkingToggle.addEventListener("change", () => saveSettings({ thinking: thinkingToggle.checked }));
 input.focus();
+refreshUserUsage();

@@ -2,6 +2,9 @@
 
 import { showConversation, removeConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
+import { refreshUserUsage } from "./usage.js";
+
+refreshUserUsage();
 
 new ReconnectingSocket("/ws/sidebar/", {
   onEvent(event) {

@@ -125,6 +125,16 @@ export class Transcript {
       if (usage && data.status !== "streaming") notes.push(usage);
     }
     view.meta.textContent = notes.join(" · ");
+    let notice = view.article.querySelector(".reply-notice");
+    if (data.notice) {
+      if (!notice) {
+        notice = el("p", "reply-notice");
+        view.article.append(notice);
+      }
+      notice.textContent = data.notice;
+    } else if (notice) {
+      notice.remove();
+    }
     let error = view.article.querySelector(".error");
     if (data.error) {
       if (!error) {
@@ -135,6 +145,17 @@ export class Transcript {
     } else if (error) {
       error.remove();
     }
+  }
+
+  usageTotals() {
+    const totals = { tokens: 0, replies: 0 };
+    for (const view of this.views.values()) {
+      const usage = view.data.usage;
+      if (!usage) continue;
+      totals.tokens += usage.prompt_tokens + usage.completion_tokens;
+      totals.replies += 1;
+    }
+    return totals;
   }
 
   scroll() {

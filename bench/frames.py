@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 from tests.fake_upstream import FakeUpstreamServer
-from tests.live import TEST_REDIS_URL, LiveSite, sign_up, socket_headers
+from tests.live import TEST_REDIS_URL, LiveSite, new_conversation
 from tests.tabs import Tab
 
 
@@ -31,15 +31,8 @@ async def run(tabs_count: int, tokens: int, rate: float, coalesce: str | None) -
         site = LiveSite(Path(tmp), redis_url=TEST_REDIS_URL, env=env)
         try:
             url = site.start()
-            client = await asyncio.to_thread(sign_up, url, "bench")
-            created = await asyncio.to_thread(
-                client.post,
-                "/api/conversations/",
-                json={"thinking": False},
-                headers={"X-CSRFToken": client.cookies["csrftoken"]},
-            )
-            conversation_id = created.json()["id"]
-            headers = {**socket_headers(client, url), "Origin": url}
+            conversation_id, headers = await asyncio.to_thread(new_conversation, url, "bench")
+            headers = {**headers, "Origin": url}
             tabs = [await Tab(url, conversation_id, headers).open() for _ in range(tabs_count)]
             started = time.monotonic()
             await tabs[0].send({"type": "message.send", "content": f"x [[fake tokens={tokens} delay={1 / rate:.5f}]]"})
@@ -53,7 +46,6 @@ async def run(tabs_count: int, tokens: int, rate: float, coalesce: str | None) -
             print(f"every tab whole: {whole}; sequence gaps: {sum(len(t.errors) for t in tabs)}")
             for tab in tabs:
                 await tab.close()
-            client.close()
         finally:
             site.stop()
             fake.stop()

@@ -119,6 +119,17 @@ def sign_up(base_url: str, username: str) -> httpx.Client:
     return client
 
 
+def new_conversation(base_url: str, username: str) -> tuple[str, dict[str, str]]:
+    """A new user with one conversation (thinking off): its id, and the headers its tabs send."""
+    client = sign_up(base_url, username)
+    with client:
+        created = client.post(
+            "/api/conversations/", json={"thinking": False}, headers={"X-CSRFToken": client.cookies["csrftoken"]}
+        )
+        assert created.status_code == 201, created.text
+        return created.json()["id"], socket_headers(client, base_url)
+
+
 def socket_headers(client: httpx.Client, base_url: str) -> dict[str, str]:
     """The headers a browser tab of this user sends when it opens a socket."""
     cookie = "; ".join(f"{name}={value}" for name, value in client.cookies.items())

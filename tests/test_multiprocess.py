@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from tests.fake_upstream import answer_text
-from tests.live import sign_up, socket_headers
+from tests.live import new_conversation
 from tests.tabs import Tab
 
 pytestmark = pytest.mark.e2e
@@ -19,16 +19,8 @@ pytestmark = pytest.mark.e2e
 
 async def _setup(live_site, processes: int = 2):
     urls = [live_site.start() for _ in range(processes)]
-    client = await asyncio.to_thread(sign_up, urls[0], f"user-{random.randrange(10**9)}")
-    created = await asyncio.to_thread(
-        client.post,
-        "/api/conversations/",
-        json={"thinking": False},
-        headers={"X-CSRFToken": client.cookies["csrftoken"]},
-    )
-    headers = socket_headers(client, urls[0])
-    client.close()
-    return urls, created.json()["id"], headers
+    conversation_id, headers = await asyncio.to_thread(new_conversation, urls[0], f"user-{random.randrange(10**9)}")
+    return urls, conversation_id, headers
 
 
 def _stored(live_site, message_id: str) -> tuple[str, str, str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fake_upstream import FakeUpstreamServer, answer_text, free_port
-from tests.live import LiveSite, sign_up, socket_headers
+from tests.live import LiveSite, new_conversation
 from tests.tabs import Tab
 
 pytestmark = pytest.mark.e2e
@@ -71,16 +71,7 @@ async def test_redis_restart_mid_reply(tmp_path, own_redis, fake_upstream_server
     )
     try:
         urls = [site.start(), site.start()]
-        client = await asyncio.to_thread(sign_up, urls[0], "redis-restart")
-        created = await asyncio.to_thread(
-            client.post,
-            "/api/conversations/",
-            json={"thinking": False},
-            headers={"X-CSRFToken": client.cookies["csrftoken"]},
-        )
-        conversation_id = created.json()["id"]
-        headers = socket_headers(client, urls[0])
-        client.close()
+        conversation_id, headers = await asyncio.to_thread(new_conversation, urls[0], "redis-restart")
         tabs = [await Tab(url, conversation_id, {**headers, "Origin": url}).open() for url in urls]
         await tabs[0].send({"type": "message.send", "content": "x [[fake tokens=700 delay=0.01]]"})
         reply_id = (await tabs[0].wait_for("message.delta"))["message_id"]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.fake_upstream import answer_text
-from tests.live import sign_up, socket_headers
+from tests.live import new_conversation
 from tests.tabs import Tab
 
 pytestmark = pytest.mark.e2e
@@ -53,16 +53,7 @@ def dropped_within(sock: socket.socket, seconds: float) -> bool:
 
 async def test_a_stalled_tab_does_not_slow_the_others_and_is_dropped(live_site):
     url = live_site.start("--ping-interval", "1", "--ping-timeout", "2")
-    client = await asyncio.to_thread(sign_up, url, "slow-tab")
-    created = await asyncio.to_thread(
-        client.post,
-        "/api/conversations/",
-        json={"thinking": False},
-        headers={"X-CSRFToken": client.cookies["csrftoken"]},
-    )
-    conversation_id = created.json()["id"]
-    headers = {**socket_headers(client, url), "Origin": url}
-    client.close()
+    conversation_id, headers = await asyncio.to_thread(new_conversation, url, "slow-tab")
     stalled = [await asyncio.to_thread(stalled_socket, url, conversation_id, headers) for _ in range(3)]
     healthy = await Tab(url, conversation_id, headers).open()
     tokens, delay = 1500, 0.004

@@ -29,6 +29,8 @@ async def run(tabs_count: int, tokens: int, rate: float, coalesce: str | None) -
         env["CHAT_COALESCE_SECONDS"] = coalesce
     with tempfile.TemporaryDirectory() as tmp:
         site = LiveSite(Path(tmp), redis_url=TEST_REDIS_URL, env=env)
+        if coalesce is None:
+            site.env.pop("CHAT_COALESCE_SECONDS", None)  # the site's own default, not the tests' 20 ms
         try:
             url = site.start()
             conversation_id, headers = await asyncio.to_thread(new_conversation, url, "bench")

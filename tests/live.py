@@ -122,12 +122,14 @@ def sign_up(base_url: str, username: str) -> httpx.Client:
 def new_conversation(base_url: str, username: str) -> tuple[str, dict[str, str]]:
     """A new user with one conversation (thinking off): its id, and the headers its tabs send."""
     client = sign_up(base_url, username)
-    with client:
+    try:
         created = client.post(
             "/api/conversations/", json={"thinking": False}, headers={"X-CSRFToken": client.cookies["csrftoken"]}
         )
         assert created.status_code == 201, created.text
         return created.json()["id"], socket_headers(client, base_url)
+    finally:
+        client.close()
 
 
 def socket_headers(client: httpx.Client, base_url: str) -> dict[str, str]:

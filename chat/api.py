@@ -10,8 +10,8 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors, services
-from chat.models import Conversation
+from chat import selectors, services, tokens
+from chat.models import ApiToken, Conversation
 from chat.serializers import conversation_to_dict, message_to_dict
 
 Handler = Callable[..., HttpResponse]
@@ -160,3 +160,40 @@ def stop(request: HttpRequest, conversation_id: Any) -> HttpResponse:
 def usage(request: HttpRequest) -> HttpResponse:
     """The caller's tokens today (UTC) and in all."""
     return JsonResponse(selectors.user_usage(user=request.user))
+
+
+def _token_to_dict(token: ApiToken) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
+
+
+@require_http_methods(["GET", "POST"])
+@api_login_required
+def api_tokens(request: HttpRequest) -> HttpResponse:
+    """List the caller's live tokens, or make one (its value is in this answer only)."""
+    if request.method == "GET":
+        return JsonResponse({"tokens": [_token_to_dict(t) for t in request.user.api_tokens.active()]})
+    try:
+        name = _json_body(request).get("name", "")
+    except BadRequest as exc:
+        return error_response(400, "bad_request", str(exc))
+    if not isinstance(name, str) or not name.strip():
+        return error_response(400, "invalid_field", "Give the token a name, so you know later what uses it.")
+    token, plain = tokens.token_create(user=request.user, name=name)
+    return JsonResponse({**_token_to_dict(token), "token": plain}, status=201)
+
+
+@require_http_methods(["DELETE"])
+@api_login_required
+def api_token(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of the caller's tokens."""
+    token = request.user.api_tokens.active().filter(id=token_id).first()
+    if token is None:
+        return error_response(404, "not_found", "No such token.")
+    tokens.token_revoke(token=token)
+    return HttpResponse(status=204)

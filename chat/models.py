@@ -118,3 +118,31 @@ class Message(models.Model):
         if not self.error_code:
             return None
         return {"code": self.error_code, "detail": self.error_detail}
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    """Reads on API tokens."""
+
+    def active(self) -> ApiTokenQuerySet:
+        """Tokens that have not been revoked."""
+        return self.filter(revoked_at__isnull=True)
+
+
+class ApiToken(models.Model):
+    """A personal token for programs; only its SHA-256 is kept, the token itself is shown once."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16)
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

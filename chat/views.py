@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadReque
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import selectors, services
+from chat import selectors, services, tokens
 from chat.models import Conversation
 
 
@@ -78,3 +78,20 @@ def signup(request: HttpRequest) -> HttpResponse:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens_page(request: HttpRequest) -> HttpResponse:
+    """Account settings: make personal API tokens (each shown once) and revoke them."""
+    created = None
+    if request.method == "POST":
+        if "revoke" in request.POST:
+            token = request.user.api_tokens.active().filter(id=request.POST["revoke"]).first()
+            if token is not None:
+                tokens.token_revoke(token=token)
+            return redirect("chat:tokens")
+        name = request.POST.get("name", "").strip()
+        if name:
+            created = tokens.token_create(user=request.user, name=name)[1]
+    return render(request, "registration/tokens.html", {"tokens": request.user.api_tokens.active(), "created": created})

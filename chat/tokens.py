@@ -1,0 +1,102 @@
+"""Personal API tokens: made, found by hash, revoked; and the bearer authentication that uses them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.utils.decorators import sync_and_async_middleware
+
+from chat.models import ApiToken
+
+TOKEN_PREFIX = "dsc_"
+LAST_USED_EVERY = dt.timedelta(seconds=60)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Make a token; the plain token is returned here once and never stored."""
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name.strip()[:100] or "token", prefix=plain[:12], token_hash=_digest(plain)
+    )
+    return token, plain
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    """Revoke a token: every later request with it is refused."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+
+
+def token_user(plain: str) -> tuple[ApiToken, AbstractBaseUser] | None:
+    """The live token and its active user for a presented token, recording when it was last used."""
+    token = ApiToken.objects.active().select_related("user").filter(token_hash=_digest(plain)).first()
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > LAST_USED_EVERY:
+        ApiToken.objects.filter(id=token.id).update(last_used_at=now)
+        token.last_used_at = now
+    return token, token.user
+
+
+def _refused() -> JsonResponse:
+    response = JsonResponse(
+        {"error": {"code": "invalid_token", "detail": "That API token is unknown or has been revoked."}}, status=401
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _apply(request: HttpRequest, found: tuple[ApiToken, AbstractBaseUser]) -> None:
+    """Act as the token's user; a bearer request carries no cookie to forge, so CSRF does not apply."""
+    request.api_token, request.user = found  # type: ignore[attr-defined]
+    request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+
+
+@sync_and_async_middleware
+def bearer_token_middleware(
+    get_response: Callable[[HttpRequest], Any],
+) -> Callable[[HttpRequest], HttpResponse | Awaitable[HttpResponse]]:
+    """Authenticate `Authorization: Bearer <token>` requests as the token's user, or answer 401."""
+    if iscoroutinefunction(get_response):
+
+        async def async_middleware(request: HttpRequest) -> HttpResponse:
+            plain = _bearer(request)
+            if plain is not None:
+                found = await sync_to_async(token_user)(plain)
+                if found is None:
+                    return _refused()
+                _apply(request, found)
+            return await get_response(request)
+
+        return async_middleware
+
+    def middleware(request: HttpRequest) -> HttpResponse:
+        plain = _bearer(request)
+        if plain is not None:
+            found = token_user(plain)
+            if found is None:
+                return _refused()
+            _apply(request, found)
+        return get_response(request)
+
+    return middleware

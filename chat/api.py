@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from channels.db import database_sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors, services, tokens
+from chat import selectors, services, streams, tokens
 from chat.models import ApiToken, Conversation
 from chat.serializers import conversation_to_dict, message_to_dict
 
@@ -120,25 +121,57 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     return JsonResponse(conversation_to_dict(updated))
 
 
+def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
+    """A streamed body that proxies pass through at once, unbuffered and uncached."""
+    response = StreamingHttpResponse(body, content_type=content_type)
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
 @require_http_methods(["POST"])
-@api_login_required
-def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
-    """Send a message; the reply is written for every watcher (202)."""
-    found = _owned_conversation(request, conversation_id)
+async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """Send a message: 202, or with Accept NDJSON / SSE, this reply's events until it completes."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return error_response(401, "not_authenticated", "Log in, or send an API token.")
+    found = await database_sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if found is None:
         return _not_found()
+    accept = request.headers.get("Accept", "")
+    kind = streams.NDJSON if streams.NDJSON in accept else streams.SSE if streams.SSE in accept else None
+    # A stream joins the conversation's group before the reply exists, so it misses nothing.
+    subscription = await streams.Subscription(found).open() if kind else None
     try:
         body = _json_body(request)
-        user_message, reply = services.message_send(
+        user_message, reply = await database_sync_to_async(services.message_send)(
             conversation=found, content=body.get("content"), client_id=body.get("client_id", "")
         )
-    except BadRequest as exc:
-        return error_response(400, "bad_request", str(exc))
-    except services.ServiceError as exc:
+    except (BadRequest, services.ServiceError) as exc:
+        if subscription is not None:
+            await subscription.close()
+        if isinstance(exc, BadRequest):
+            return error_response(400, "bad_request", str(exc))
         return _refusal(exc)
-    return JsonResponse(
-        {"user_message": message_to_dict(user_message), "assistant_message": message_to_dict(reply)}, status=202
-    )
+    if subscription is None:
+        return JsonResponse(
+            {"user_message": message_to_dict(user_message), "assistant_message": message_to_dict(reply)}, status=202
+        )
+    events = streams.reply_events(subscription, str(reply.id), sse=kind == streams.SSE)
+    return _streaming(events, kind)
+
+
+@require_http_methods(["GET"])
+async def conversation_events(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """SSE of every event of the conversation, starting with `conversation.state`, with heartbeats."""
+    user = await request.auser()
+    if not user.is_authenticated:
+        return error_response(401, "not_authenticated", "Log in, or send an API token.")
+    found = await database_sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
+    if found is None:
+        return _not_found()
+    subscription = await streams.Subscription(found).open()
+    return _streaming(streams.conversation_events(subscription), streams.SSE)
 
 
 @require_http_methods(["POST"])

@@ -11,6 +11,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from chat import events, selectors, services
 from chat.models import Conversation
+from chat.streams import DeltaFilter
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             return
         self.conversation = conversation
         self.group = events.conversation_group(conversation.id)
-        # The highest seq this socket has sent, per reply; deltas at or below it are dropped.
-        self.sent_seq: dict[str, int] = {}
+        # Deltas at or below the seq this socket has shown are dropped; a gap makes it resync.
+        self.deltas = DeltaFilter()
         await self.accept()
         await self.channel_layer.group_add(self.group, self.channel_name)
         # The owner's group carries conversation.updated/deleted for all their conversations (sidebar).
@@ -53,9 +54,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def send_state(self) -> None:
         """Send `conversation.state`: the stored messages plus the reply in flight."""
         state = await selectors.conversation_state(conversation=self.conversation)
-        streaming = state["streaming"]
-        if streaming is not None:
-            self.sent_seq[streaming["message_id"]] = streaming["seq"]
+        self.deltas.note_state(state)
         await self.send_json(state)
 
     async def send_json(self, event: dict[str, Any]) -> None:
@@ -111,21 +110,16 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def message_delta(self, event: dict[str, Any]) -> None:
         """Relay a delta once, in order; a gap means this socket fell behind, so it resyncs."""
-        message_id = event["message_id"]
-        last = self.sent_seq.get(message_id, 0)
-        seq = event["seq"]
-        if seq <= last:
-            return
-        if seq > last + 1:
-            logger.warning("socket missed deltas; resyncing", extra={"message_id": message_id})
+        verdict = self.deltas.verdict(event)
+        if verdict == "resync":
+            logger.warning("socket missed deltas; resyncing", extra={"message_id": event["message_id"]})
             await self.send_state()
-            return
-        self.sent_seq[message_id] = seq
-        await self.send_json(event)
+        elif verdict == "send":
+            await self.send_json(event)
 
     async def message_completed(self, event: dict[str, Any]) -> None:
         """A reply ended."""
-        self.sent_seq.pop(event["message_id"], None)
+        self.deltas.verdict(event)
         await self.send_json(event)
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:

@@ -68,7 +68,13 @@ def _bearer(request: HttpRequest) -> str | None:
 
 def _apply(request: HttpRequest, found: tuple[ApiToken, AbstractBaseUser]) -> None:
     """Act as the token's user; a bearer request carries no cookie to forge, so CSRF does not apply."""
-    request.api_token, request.user = found  # type: ignore[attr-defined]
+    token, user = found
+    request.api_token, request.user = token, user  # type: ignore[attr-defined]
+
+    async def auser() -> AbstractBaseUser:
+        return user
+
+    request.auser = auser  # type: ignore[attr-defined]
     request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
 
 

@@ -17,5 +17,6 @@ urlpatterns = [
     path("accounts/tokens/", views.tokens_page, name="tokens"),
     path("api/conversations/<uuid:conversation_id>/", api.conversation, name="api_conversation"),
     path("api/conversations/<uuid:conversation_id>/messages/", api.messages, name="api_messages"),
+    path("api/conversations/<uuid:conversation_id>/events/", api.conversation_events, name="api_events"),
     path("api/conversations/<uuid:conversation_id>/stop/", api.stop, name="api_stop"),
 ]

@@ -186,6 +186,8 @@ CHAT_LIMIT_CONCURRENT_REPLIES = int(env_str("CHAT_LIMIT_CONCURRENT_REPLIES", "3"
 CHAT_LIMIT_DAILY_TOKENS = int(env_str("CHAT_LIMIT_DAILY_TOKENS", "0"))
 # The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
 CHAT_CONTEXT_TOKENS = int(env_str("CHAT_CONTEXT_TOKENS", "100000"))
+# SSE streams send a `: ping` comment after this many seconds without an event.
+CHAT_SSE_HEARTBEAT_SECONDS = env_float("CHAT_SSE_HEARTBEAT_SECONDS", 15)
 # The simulator's pace, in seconds per token; tests make it faster.
 CHAT_SIMULATOR_TOKEN_SECONDS = env_float("CHAT_SIMULATOR_TOKEN_SECONDS", 0.03)
 

@@ -163,7 +163,7 @@ async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
 
 @require_http_methods(["GET"])
 async def conversation_events(request: HttpRequest, conversation_id: Any) -> HttpResponse:
-    """SSE of every event of the conversation, starting with `conversation.state`, with heartbeats."""
+    """SSE of every event of the conversation, from its state or from a Last-Event-ID, with heartbeats."""
     user = await request.auser()
     if not user.is_authenticated:
         return error_response(401, "not_authenticated", "Log in, or send an API token.")
@@ -171,7 +171,8 @@ async def conversation_events(request: HttpRequest, conversation_id: Any) -> Htt
     if found is None:
         return _not_found()
     subscription = await streams.Subscription(found).open()
-    return _streaming(streams.conversation_events(subscription), streams.SSE)
+    resume = request.headers.get("Last-Event-ID") or None
+    return _streaming(streams.conversation_events(subscription, resume), streams.SSE)
 
 
 @require_http_methods(["POST"])

@@ -49,27 +49,12 @@ def _publish_on_commit(group: str, event: dict[str, Any]) -> None:
 
 def message_created_on_commit(message: Message) -> None:
     """A user message was stored, or a reply started."""
-    _publish_on_commit(
-        conversation_group(message.conversation_id),
-        {"type": "message.created", "message": message_to_dict(message)},
-    )
+    _publish_on_commit(conversation_group(message.conversation_id), message_created_event(message))
 
 
 def message_completed_on_commit(message: Message) -> None:
     """A reply ended: its whole final texts, status, usage and error."""
-    event: dict[str, Any] = {
-        "type": "message.completed",
-        "message_id": str(message.id),
-        "status": message.status,
-        "content": message.content,
-        "reasoning": message.reasoning,
-        "message": message_to_dict(message),
-    }
-    if message.usage is not None:
-        event["usage"] = message.usage
-    if message.error is not None:
-        event["error"] = message.error
-    _publish_on_commit(conversation_group(message.conversation_id), event)
+    _publish_on_commit(conversation_group(message.conversation_id), message_completed_event(message))
 
 
 def conversation_updated_on_commit(conversation: Conversation) -> None:
@@ -84,13 +69,43 @@ def conversation_deleted_on_commit(conversation: Conversation) -> None:
     _publish_on_commit(user_group(conversation.owner_id), event)
 
 
-async def message_delta(
-    *, conversation_id: uuid.UUID, message_id: uuid.UUID, seq: int, content: str, reasoning: str
-) -> bool:
-    """Text to append to a reply; only the reply's writer calls this, with seq rising by one."""
+def delta_event(*, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> dict[str, Any]:
+    """A `message.delta` event: text to append to a reply, numbered by its writer."""
     event: dict[str, Any] = {"type": "message.delta", "message_id": str(message_id), "seq": seq}
     if content:
         event["content"] = content
     if reasoning:
         event["reasoning"] = reasoning
+    return event
+
+
+async def message_delta(*, conversation_id: uuid.UUID, event: dict[str, Any]) -> bool:
+    """Publish a delta; only the reply's writer calls this, with seq rising by one."""
     return await publish(conversation_group(conversation_id), event)
+
+
+def message_created_event(message: Message, *, as_created: bool = False) -> dict[str, Any]:
+    """A `message.created` event; `as_created` shows a reply as it was when it started (for replays)."""
+    data = message_to_dict(message)
+    if as_created and message.role == Message.Role.ASSISTANT:
+        data.update(status=Message.Status.STREAMING, content="", reasoning="")
+        for key in ("usage", "error", "finish_reason", "notice", "duration_ms", "time_to_first_token_ms"):
+            data.pop(key, None)
+    return {"type": "message.created", "message": data}
+
+
+def message_completed_event(message: Message) -> dict[str, Any]:
+    """A `message.completed` event for a reply that has ended."""
+    event: dict[str, Any] = {
+        "type": "message.completed",
+        "message_id": str(message.id),
+        "status": message.status,
+        "content": message.content,
+        "reasoning": message.reasoning,
+        "message": message_to_dict(message),
+    }
+    if message.usage is not None:
+        event["usage"] = message.usage
+    if message.error is not None:
+        event["error"] = message.error
+    return event

@@ -201,25 +201,16 @@ class DeltaWriter:
             self.seq += 1
             self._content_bytes += len(content.encode())
             self._reasoning_bytes += len(reasoning.encode())
+            event = events.delta_event(message_id=self.message_id, seq=self.seq, content=content, reasoning=reasoning)
             try:
                 whole = await self.store.append(
-                    self.message_id,
-                    self.seq,
-                    content,
-                    reasoning,
-                    expect=(self._content_bytes, self._reasoning_bytes),
+                    self.message_id, event, expect=(self._content_bytes, self._reasoning_bytes)
                 )
                 if not whole:
                     await self.store.replace(self.message_id, self.seq, self.content, self.reasoning)
             except Exception:
                 logger.exception("snapshot update failed", extra={"message_id": str(self.message_id)})
-            await events.message_delta(
-                conversation_id=self.conversation_id,
-                message_id=self.message_id,
-                seq=self.seq,
-                content=content,
-                reasoning=reasoning,
-            )
+            await events.message_delta(conversation_id=self.conversation_id, event=event)
             self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:

@@ -13,11 +13,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
 from chat import events, selectors
-from chat.models import Conversation
+from chat.models import Conversation, Message
+from chat.streamstate import get_store
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +28,51 @@ SSE = "text/event-stream"
 
 
 class DeltaFilter:
-    """Per stream, the highest seq sent for each reply: later deltas pass once, in order."""
+    """Per stream: the highest seq sent for each reply, and the messages already announced or ended.
+
+    Later deltas pass once and in order; an event that a snapshot or a replay already covered is
+    dropped; a missing delta asks for a resync.
+    """
 
     def __init__(self) -> None:
         self.sent_seq: dict[str, int] = {}
+        self.created: set[str] = set()
+        self.completed: set[str] = set()
 
     def note_state(self, state: dict[str, Any]) -> None:
         """A state was sent: its snapshot covers the deltas up to its seq."""
         streaming = state.get("streaming")
         if streaming is not None:
             self.sent_seq[streaming["message_id"]] = streaming["seq"]
+        self.created.update(message["id"] for message in state.get("messages", []))
+
+    def note_cursor(self, last_event_id: str) -> None:
+        """A resuming client has seen this message, and this reply up to the cursor's seq."""
+        message_id, _, position = last_event_id.partition(":")
+        self.created.add(message_id)
+        if position == "done":
+            self.completed.add(message_id)
+        elif position.isdigit():
+            self.sent_seq[message_id] = int(position)
 
     def verdict(self, event: dict[str, Any]) -> str:
         """`send`, `drop` (already covered) or `resync` (a delta went missing) for one event."""
-        if event["type"] == "message.completed":
+        kind = event["type"]
+        if kind == "message.created":
+            if event["message"]["id"] in self.created:
+                return "drop"
+            self.created.add(event["message"]["id"])
+            return "send"
+        if kind == "message.completed":
+            if event["message_id"] in self.completed:
+                return "drop"
+            self.completed.add(event["message_id"])
             self.sent_seq.pop(event["message_id"], None)
             return "send"
-        if event["type"] != "message.delta":
+        if kind != "message.delta":
             return "send"
+        if event["message_id"] in self.completed:
+            return "drop"
         last = self.sent_seq.get(event["message_id"], 0)
         if event["seq"] <= last:
             return "drop"
@@ -153,14 +182,59 @@ async def reply_events(subscription: Subscription, reply_id: str, *, sse: bool) 
         await subscription.close()
 
 
-async def conversation_events(subscription: Subscription) -> AsyncIterator[bytes]:
-    """Every event of a conversation as SSE, starting with its state, with heartbeats, until it is deleted."""
+async def _reply_rest(reply: Message, seq: int) -> list[dict[str, Any]] | None:
+    """What a client that saw a reply up to `seq` is missing of it: later deltas, or its end."""
+    if reply.status == Message.Status.STREAMING:
+        return await get_store().deltas_after(reply.id, seq)
+    return [events.message_completed_event(reply)]
+
+
+async def replay_after(conversation: Conversation, last_event_id: str) -> list[dict[str, Any]] | None:
+    """The events after an SSE cursor (deltas from the shared log, by seq); None if it can't be resumed."""
+    message_id, _, position = last_event_id.partition(":")
+    messages = await database_sync_to_async(list)(conversation.messages.order_by("created_at"))
+    index = next((i for i, m in enumerate(messages) if str(m.id) == message_id), None)
+    if index is None:
+        return None
+    replay: list[dict[str, Any]] = []
+    anchor = messages[index]
+    if anchor.role == Message.Role.ASSISTANT and position != "done":
+        try:
+            rest = await _reply_rest(anchor, int(position or 0))
+        except ValueError:
+            return None
+        if rest is None:
+            return None
+        replay += rest
+    for later in messages[index + 1 :]:
+        replay.append(events.message_created_event(later, as_created=True))
+        if later.role == Message.Role.ASSISTANT:
+            rest = await _reply_rest(later, 0)
+            if rest is None:
+                return None
+            replay += rest
+    return replay
+
+
+async def conversation_events(subscription: Subscription, last_event_id: str | None = None) -> AsyncIterator[bytes]:
+    """Every event of a conversation as SSE, with heartbeats, until it is deleted.
+
+    A new client starts with `conversation.state`; a client that resumes with Last-Event-ID gets
+    exactly the events after its cursor, then live ones (or a fresh state if the log is gone).
+    """
     filter_ = DeltaFilter()
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
     try:
-        state = await selectors.conversation_state(conversation=subscription.conversation)
-        filter_.note_state(state)
-        yield sse_frame(state)
+        replay = await replay_after(subscription.conversation, last_event_id) if last_event_id else None
+        if replay is None:
+            state = await selectors.conversation_state(conversation=subscription.conversation)
+            filter_.note_state(state)
+            yield sse_frame(state)
+        else:
+            filter_.note_cursor(last_event_id or "")
+            for event in replay:
+                if filter_.verdict(event) == "send":
+                    yield sse_frame(event)
         while True:
             event = await subscription.receive(heartbeat)
             if event is None:

@@ -8,17 +8,25 @@ With REDIS_URL the store is Redis (shared by all processes); without it, this pr
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
 SNAPSHOT_TTL_SECONDS = 3600
+
+
+def _whole_after(log: list[dict[str, Any]], seq: int) -> list[dict[str, Any]] | None:
+    """The deltas after `seq` if the log holds every one from 1 on (a Redis restart loses the start)."""
+    if [delta["seq"] for delta in log] != list(range(1, len(log) + 1)) or seq > len(log):
+        return None
+    return log[seq:]
 
 
 @dataclass(frozen=True)
@@ -36,10 +44,11 @@ class StreamStore(Protocol):
     async def start(self, message_id: uuid.UUID) -> None:
         """Open an empty snapshot (seq 0) and take the lease."""
 
-    async def append(
-        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
-    ) -> bool:
-        """Add one delta's text before it is published; False if the stored text is not `expect` bytes long."""
+    async def append(self, message_id: uuid.UUID, delta: dict[str, Any], *, expect: tuple[int, int]) -> bool:
+        """Add one delta before it is published; False if the stored text is not `expect` bytes long."""
+
+    async def deltas_after(self, message_id: uuid.UUID, seq: int) -> list[dict[str, Any]] | None:
+        """The reply's deltas after `seq`, for a resuming client; None if the log is not whole."""
 
     async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
         """Write the whole snapshot, when appending found it lost (a Redis restart) or short."""
@@ -73,20 +82,27 @@ class LocalStreamStore:
         self._snapshots: dict[uuid.UUID, Snapshot] = {}
         self._leases: dict[uuid.UUID, float] = {}
         self._stops: set[uuid.UUID] = set()
+        self._logs: dict[uuid.UUID, list[dict[str, Any]]] = {}
 
     async def start(self, message_id: uuid.UUID) -> None:
         self._snapshots[message_id] = Snapshot(0, "", "")
         await self.renew_lease(message_id)
 
-    async def append(
-        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
-    ) -> bool:
+    async def append(self, message_id: uuid.UUID, delta: dict[str, Any], *, expect: tuple[int, int]) -> bool:
         old = self._snapshots.get(message_id, Snapshot(0, "", ""))
-        self._snapshots[message_id] = Snapshot(seq, old.content + content, old.reasoning + reasoning)
+        self._snapshots[message_id] = Snapshot(
+            delta["seq"], old.content + delta.get("content", ""), old.reasoning + delta.get("reasoning", "")
+        )
+        self._logs.setdefault(message_id, []).append(delta)
         return True
+
+    async def deltas_after(self, message_id: uuid.UUID, seq: int) -> list[dict[str, Any]] | None:
+        return _whole_after(self._logs.get(message_id, []), seq)
 
     async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
         self._snapshots[message_id] = Snapshot(seq, content, reasoning)
+        if seq == 0:
+            self._logs[message_id] = []
 
     async def snapshot(self, message_id: uuid.UUID) -> Snapshot | None:
         return self._snapshots.get(message_id)
@@ -95,6 +111,7 @@ class LocalStreamStore:
         self._snapshots.pop(message_id, None)
         self._leases.pop(message_id, None)
         self._stops.discard(message_id)
+        self._logs.pop(message_id, None)
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         self._leases[message_id] = time.monotonic() + settings.CHAT_REPLY_LEASE_SECONDS
@@ -141,6 +158,10 @@ class RedisStreamStore:
         return f"chat:reply:{message_id.hex}:lease"
 
     @staticmethod
+    def _log_key(message_id: uuid.UUID) -> str:
+        return f"chat:reply:{message_id.hex}:log"
+
+    @staticmethod
     def _stop_key(message_id: uuid.UUID) -> str:
         return f"chat:reply:{message_id.hex}:stop"
 
@@ -148,21 +169,29 @@ class RedisStreamStore:
         await self.replace(message_id, 0, "", "")
         await self.renew_lease(message_id)
 
-    async def append(
-        self, message_id: uuid.UUID, seq: int, content: str, reasoning: str, *, expect: tuple[int, int]
-    ) -> bool:
+    async def append(self, message_id: uuid.UUID, delta: dict[str, Any], *, expect: tuple[int, int]) -> bool:
         seq_key, content_key, reasoning_key = self._keys(message_id)
+        content, reasoning = delta.get("content", ""), delta.get("reasoning", "")
+        log_key = self._log_key(message_id)
         async with self._client().pipeline(transaction=True) as pipe:
-            pipe.set(seq_key, seq, ex=SNAPSHOT_TTL_SECONDS)
+            pipe.set(seq_key, delta["seq"], ex=SNAPSHOT_TTL_SECONDS)
             pipe.append(content_key, content) if content else pipe.strlen(content_key)
             pipe.append(reasoning_key, reasoning) if reasoning else pipe.strlen(reasoning_key)
-            _, content_bytes, reasoning_bytes = await pipe.execute()
+            pipe.rpush(log_key, json.dumps(delta, separators=(",", ":")))
+            pipe.expire(log_key, SNAPSHOT_TTL_SECONDS)
+            _, content_bytes, reasoning_bytes, _, _ = await pipe.execute()
         # After a Redis restart APPEND starts from nothing: the lengths tell, and the writer rewrites it.
         return (content_bytes, reasoning_bytes) == expect
+
+    async def deltas_after(self, message_id: uuid.UUID, seq: int) -> list[dict[str, Any]] | None:
+        raw = await self._client().lrange(self._log_key(message_id), 0, -1)
+        return _whole_after([json.loads(item) for item in raw], seq)
 
     async def replace(self, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> None:
         seq_key, content_key, reasoning_key = self._keys(message_id)
         async with self._client().pipeline(transaction=True) as pipe:
+            if seq == 0:
+                pipe.delete(self._log_key(message_id))
             pipe.set(seq_key, seq, ex=SNAPSHOT_TTL_SECONDS)
             pipe.set(content_key, content, ex=SNAPSHOT_TTL_SECONDS)
             pipe.set(reasoning_key, reasoning, ex=SNAPSHOT_TTL_SECONDS)
@@ -175,7 +204,9 @@ class RedisStreamStore:
         return Snapshot(int(seq), content or "", reasoning or "")
 
     async def clear(self, message_id: uuid.UUID) -> None:
-        await self._client().delete(*self._keys(message_id), self._lease_key(message_id), self._stop_key(message_id))
+        await self._client().delete(
+            *self._keys(message_id), self._lease_key(message_id), self._stop_key(message_id), self._log_key(message_id)
+        )
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)

@@ -158,3 +158,59 @@ async def test_a_client_that_hangs_up_stops_receiving_but_the_reply_goes_on(live
             await asyncio.sleep(0.1)
     assert reply_id and reply["status"] == "complete" and reply["content"] == answer_text(200)
     assert fake_upstream_server.requests[-1].outcome == "complete"
+
+
+async def _read_until(lines, predicate, text=""):
+    while not predicate(text):
+        text += await anext(lines)
+    return text
+
+
+async def test_sse_resume_on_another_process_replays_exactly_what_was_missed(live_site):
+    first_url, second_url = live_site.start(), live_site.start()
+    token, conversation_id = await asyncio.to_thread(token_and_conversation, first_url, "resumer")
+    auth = {"Authorization": f"Bearer {token}"}
+    path = f"/api/conversations/{conversation_id}/events/"
+    async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+        async with client.stream("GET", first_url + path) as stream:
+            lines = stream.aiter_text()
+            text = await _read_until(lines, lambda t: "event: conversation.state" in t)
+            await client.post(
+                f"{first_url}/api/conversations/{conversation_id}/messages/",
+                json={"content": "long [[fake tokens=400 delay=0.01]]"},
+            )
+            text = await _read_until(lines, lambda t: t.count("event: message.delta") >= 5 and t.endswith("\n\n"))
+        before = parse_sse(text)
+        last_id = before[-1][1]
+        await asyncio.sleep(0.8)  # deltas go on while this client is away
+        async with client.stream("GET", second_url + path, headers={"Last-Event-ID": last_id}) as stream:
+            text = await _read_until(stream.aiter_text(), lambda t: "event: message.completed" in t)
+        after = parse_sse(text)
+    assert after[0][0] != "conversation.state"  # resumed, not restarted
+    deltas = [data for _, _, data in before + after if data["type"] == "message.delta"]
+    assert [d["seq"] for d in deltas] == list(range(1, len(deltas) + 1))  # no gap, nothing twice
+    assert "".join(d.get("content", "") for d in deltas) == answer_text(400)
+    assert after[-1][2]["content"] == answer_text(400)
+
+
+async def test_sse_resume_after_the_reply_ended_gets_its_completion(live_site):
+    base_url = live_site.start()
+    token, conversation_id = await asyncio.to_thread(token_and_conversation, base_url, "late-resumer")
+    auth = {"Authorization": f"Bearer {token}"}
+    path = f"{base_url}/api/conversations/{conversation_id}/events/"
+    async with httpx.AsyncClient(headers=auth, timeout=30) as client:
+        async with client.stream("GET", path) as stream:
+            lines = stream.aiter_text()
+            await _read_until(lines, lambda t: "event: conversation.state" in t)
+            await client.post(
+                f"{base_url}/api/conversations/{conversation_id}/messages/",
+                json={"content": "x [[fake tokens=80 delay=0.01]]"},
+            )
+            text = await _read_until(lines, lambda t: "event: message.delta" in t and t.endswith("\n\n"))
+        last_id = parse_sse(text)[-1][1]
+        await asyncio.sleep(1.5)  # the reply ends meanwhile
+        async with client.stream("GET", path, headers={"Last-Event-ID": last_id}) as stream:
+            text = await _read_until(stream.aiter_text(), lambda t: "event: message.completed" in t)
+    kinds = [kind for kind, _, _ in parse_sse(text)]
+    assert kinds == ["message.completed"]
+    assert parse_sse(text)[0][2]["content"] == answer_text(80)

@@ -24,6 +24,7 @@ MESSAGE_FIELDS = (
     "cache_hit_tokens",
     "time_to_first_token_ms",
     "duration_ms",
+    "request_options",
 )
 
 
@@ -68,13 +69,29 @@ class MessageStatusFilter(admin.SimpleListFilter):
 class ConversationAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Conversations by user, model, reply status and date; search reaches every message's text."""
 
-    list_display = ("__str__", "owner", "model", "thinking", "created_at", "updated_at")
-    list_filter = (("owner", admin.RelatedOnlyFieldListFilter), "model", MessageStatusFilter, "created_at")
+    list_display = ("__str__", "owner", "model", "thinking", "api_token", "created_at", "updated_at")
+    list_filter = (
+        ("owner", admin.RelatedOnlyFieldListFilter),
+        "model",
+        MessageStatusFilter,
+        ("api_token", admin.EmptyFieldListFilter),
+        "created_at",
+    )
     search_fields = ("title", "owner__username", "messages__content", "messages__reasoning")
     date_hierarchy = "created_at"
-    readonly_fields = ("id", "owner", "title", "model", "thinking", "system_prompt", "created_at", "updated_at")
+    readonly_fields = (
+        "id",
+        "owner",
+        "title",
+        "model",
+        "thinking",
+        "system_prompt",
+        "api_token",
+        "created_at",
+        "updated_at",
+    )
     inlines = (MessageInline,)
-    list_select_related = ("owner",)
+    list_select_related = ("owner", "api_token")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str

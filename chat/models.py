@@ -27,6 +27,10 @@ class Conversation(models.Model):
     model = models.CharField(max_length=100)
     thinking = models.BooleanField(default=True)
     system_prompt = models.TextField(blank=True)
+    # Set when the conversation is a call to /v1/chat/completions: which token made it.
+    api_token = models.ForeignKey(
+        "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
@@ -81,6 +85,8 @@ class Message(models.Model):
     client_id = models.CharField(max_length=100, blank=True)
     # How many older messages were left out of this reply's request to fit the context window.
     context_dropped = models.PositiveIntegerField(default=0)
+    # Sampling settings a program asked for this reply (max_tokens, temperature...), sent as given.
+    request_options = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(db_index=True)
 
     objects = MessageQuerySet.as_manager()

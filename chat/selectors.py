@@ -158,7 +158,12 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     return ReplyContext(
         conversation_id=conversation.id,
         message_id=reply.id,
-        request=ReplyRequest(model=conversation.model, thinking=conversation.thinking, messages=system + history),
+        request=ReplyRequest(
+            model=conversation.model,
+            thinking=conversation.thinking,
+            messages=system + history,
+            options=dict(reply.request_options or {}),
+        ),
         context_dropped=dropped,
     )
 

@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import events, generation, limits
-from chat.models import Conversation, Message
+from chat.models import ApiToken, Conversation, Message
 from chat.streamstate import get_store
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,68 @@ def _automatic_title(content: str) -> str:
     return line if len(line) <= TITLE_MAX_CHARS else line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
 
+def _check_limits(*, user_id: int) -> None:
+    """Refuse a new reply over the user's per-minute, concurrent or daily limits."""
+    try:
+        limits.check_send(user_id=user_id)
+    except limits.LimitExceeded as exc:
+        raise ServiceError("rate_limited", exc.detail, retry_after=exc.retry_after) from exc
+
+
+def completion_create(
+    *,
+    owner: AbstractBaseUser,
+    api_token: ApiToken | None,
+    model: Any,
+    thinking: bool,
+    system_prompt: str,
+    turns: list[tuple[str, str]],
+    options: dict[str, Any],
+    conversation_id: uuid.UUID | None = None,
+) -> tuple[Conversation, Message]:
+    """Store an OpenAI-style call as a new conversation of its owner and start its reply.
+
+    The given turns (user and assistant, the last one the user's) become the conversation's
+    history, so the call is reviewed, counted and limited exactly as a chat in the browser is.
+    A caller may choose the conversation's id, to subscribe to its events before the reply starts.
+    """
+    if not turns or turns[-1][0] != Message.Role.USER:
+        raise ServiceError("invalid_messages", "The last message must be the user's.")
+    for _, content in turns:
+        _validate_text(content, field="message", max_chars=settings.CHAT_MAX_MESSAGE_CHARS)
+    message_validate_content(turns[-1][1])
+    conversation = Conversation(
+        id=conversation_id or uuid.uuid4(),
+        owner=owner,
+        api_token=api_token,
+        model=_validate_model(model),
+        thinking=thinking,
+        system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
+        title=_automatic_title(next(content for role, content in turns if role == Message.Role.USER)),
+    )
+    _check_limits(user_id=owner.pk)
+    now = timezone.now()
+    with transaction.atomic():
+        conversation.save()
+        events.conversation_updated_on_commit(conversation)
+        for index, (role, content) in enumerate(turns):
+            message = Message.objects.create(
+                conversation=conversation, role=role, content=content, created_at=now + timedelta(microseconds=index)
+            )
+            events.message_created_on_commit(message)
+        reply = Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.STREAMING,
+            upstream_model=conversation.model,
+            request_options=options,
+            created_at=now + timedelta(microseconds=len(turns)),
+        )
+        events.message_created_on_commit(reply)
+        transaction.on_commit(lambda: generation.launch(reply.id))
+    return conversation, reply
+
+
 def message_send(*, conversation: Conversation, content: Any, client_id: Any = "") -> tuple[Message, Message]:
     """Store the user's message and start the reply; refused with `busy` while a reply is written."""
     text = message_validate_content(content)
@@ -140,10 +202,7 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
     busy = ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
     if conversation.messages.streaming().exists():
         raise busy
-    try:
-        limits.check_send(user_id=conversation.owner_id)
-    except limits.LimitExceeded as exc:
-        raise ServiceError("rate_limited", exc.detail, retry_after=exc.retry_after) from exc
+    _check_limits(user_id=conversation.owner_id)
     now = timezone.now()
     try:
         with transaction.atomic():

@@ -63,6 +63,13 @@ async def stream_reply(request: ReplyRequest) -> AsyncIterator[UpstreamEvent]:
     await asyncio.sleep(pace * 12)
     reasoning_tokens = _tokens(_reasoning(question, len(user_turns))) if request.thinking else []
     answer_tokens = _tokens(_answer(question, request.model))
+    finish_reason = "stop"
+    max_tokens = request.options.get("max_tokens")
+    if isinstance(max_tokens, int) and len(reasoning_tokens) + len(answer_tokens) > max_tokens:
+        # Like DeepSeek, the limit counts the reasoning too.
+        reasoning_tokens = reasoning_tokens[:max_tokens]
+        answer_tokens = answer_tokens[: max_tokens - len(reasoning_tokens)]
+        finish_reason = "length"
     for token in reasoning_tokens:
         yield TextDelta(reasoning=token)
         await asyncio.sleep(pace * random.uniform(0.5, 1.5))
@@ -71,7 +78,7 @@ async def stream_reply(request: ReplyRequest) -> AsyncIterator[UpstreamEvent]:
         await asyncio.sleep(pace * random.uniform(0.5, 1.5))
     prompt_tokens = sum(len(_tokens(m["content"])) for m in request.messages)
     yield Finished(
-        finish_reason="stop",
+        finish_reason=finish_reason,
         model=request.model,
         usage={
             "prompt_tokens": prompt_tokens,

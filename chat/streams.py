@@ -151,18 +151,23 @@ def cursor(event: dict[str, Any]) -> str:
     return f"{kind}:{uuid.uuid4().hex[:8]}"
 
 
-async def reply_events(subscription: Subscription, reply_id: str, *, sse: bool) -> AsyncIterator[bytes]:
-    """The events of one reply, from its creation to `message.completed`, then the body ends."""
+async def reply_stream(subscription: Subscription, reply_id: str) -> AsyncIterator[dict[str, Any] | None]:
+    """The events of one reply, from its creation to `message.completed`, in order and once each.
+
+    None marks a heartbeat interval without events; a `conversation.state` stands in for deltas
+    that went missing. The subscription is closed when this ends or is closed.
+    """
     filter_ = DeltaFilter()
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
-    frame = sse_frame if sse else ndjson_line
     try:
         while True:
             event = await subscription.receive(heartbeat)
             if event is None:
-                if sse:
-                    yield HEARTBEAT
+                yield None
                 continue
+            if event["type"] == "conversation.deleted":
+                yield event  # The reply went with it.
+                return
             if event["type"].startswith("conversation."):
                 continue
             if event["type"] == "message.delta" and event["message_id"] != reply_id:
@@ -173,13 +178,27 @@ async def reply_events(subscription: Subscription, reply_id: str, *, sse: bool) 
             if verdict == "resync":
                 state = await selectors.conversation_state(conversation=subscription.conversation)
                 filter_.note_state(state)
-                yield frame(state)
+                yield state
                 continue
-            yield frame(event)
+            yield event
             if event["type"] == "message.completed" and event["message_id"] == reply_id:
                 return
     finally:
         await subscription.close()
+
+
+async def reply_events(subscription: Subscription, reply_id: str, *, sse: bool) -> AsyncIterator[bytes]:
+    """One reply's events as an NDJSON or SSE body that ends with `message.completed`."""
+    frame = sse_frame if sse else ndjson_line
+    stream = reply_stream(subscription, reply_id)
+    try:
+        async for event in stream:
+            if event is not None:
+                yield frame(event)
+            elif sse:
+                yield HEARTBEAT
+    finally:
+        await stream.aclose()
 
 
 async def _reply_rest(reply: Message, seq: int) -> list[dict[str, Any]] | None:

@@ -14,6 +14,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.decorators import sync_and_async_middleware
 
+from chat import compat
 from chat.models import ApiToken
 
 TOKEN_PREFIX = "dsc_"
@@ -52,10 +53,14 @@ def token_user(plain: str) -> tuple[ApiToken, AbstractBaseUser] | None:
     return token, token.user
 
 
-def _refused() -> JsonResponse:
-    response = JsonResponse(
-        {"error": {"code": "invalid_token", "detail": "That API token is unknown or has been revoked."}}, status=401
-    )
+def _refused(request: HttpRequest) -> JsonResponse:
+    """401 for an unknown or revoked token; OpenAI's error shape on `/v1`, the contract's elsewhere."""
+    detail = "That API token is unknown or has been revoked."
+    if request.path.startswith("/v1/"):
+        body = compat.error_body(detail, status=401, code="invalid_api_key")
+    else:
+        body = {"error": {"code": "invalid_token", "detail": detail}}
+    response = JsonResponse(body, status=401)
     response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
 
@@ -90,7 +95,7 @@ def bearer_token_middleware(
             if plain is not None:
                 found = await sync_to_async(token_user)(plain)
                 if found is None:
-                    return _refused()
+                    return _refused(request)
                 _apply(request, found)
             return await get_response(request)
 
@@ -101,7 +106,7 @@ def bearer_token_middleware(
         if plain is not None:
             found = token_user(plain)
             if found is None:
-                return _refused()
+                return _refused(request)
             _apply(request, found)
         return get_response(request)
 

@@ -22,11 +22,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ReplyRequest:
-    """What one reply asks DeepSeek: the model, thinking mode and the whole history."""
+    """What one reply asks DeepSeek: the model, thinking mode, the whole history and sampling options."""
 
     model: str
     thinking: bool
     messages: list[dict[str, str]]
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ async def _open_stream(client: openai.AsyncOpenAI, request: ReplyRequest, deadli
                 stream=True,
                 stream_options={"include_usage": True},
                 extra_body={"thinking": {"type": "enabled" if request.thinking else "disabled"}},
+                **request.options,
             )
         except RETRYABLE as exc:
             if isinstance(exc, openai.APITimeoutError):

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from chat import api, views
+from chat import api, v1, views
 
 app_name = "chat"
 
@@ -19,4 +19,9 @@ urlpatterns = [
     path("api/conversations/<uuid:conversation_id>/messages/", api.messages, name="api_messages"),
     path("api/conversations/<uuid:conversation_id>/events/", api.conversation_events, name="api_events"),
     path("api/conversations/<uuid:conversation_id>/stop/", api.stop, name="api_stop"),
+    path("api/schema/", views.api_schema, name="api_schema"),
+    path("docs/api/", views.api_docs, name="api_docs"),
+    path("v1/models", v1.models, name="v1_models"),
+    path("v1/models/<str:model_id>", v1.model, name="v1_model"),
+    path("v1/chat/completions", v1.chat_completions, name="v1_chat_completions"),
 ]

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import UserCreationForm
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import selectors, services, tokens
+from chat import openapi, selectors, services, tokens
 from chat.models import Conversation
 
 
@@ -95,3 +96,33 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
         if name:
             created = tokens.token_create(user=request.user, name=name)[1]
     return render(request, "registration/tokens.html", {"tokens": request.user.api_tokens.active(), "created": created})
+
+
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+# The examples shown on the docs page: the same files the tests run against a live site.
+EXAMPLES = [
+    ("curl: a reply as NDJSON", "curl_ndjson.sh"),
+    ("curl: the OpenAI-compatible endpoint", "curl_openai.sh"),
+    ("Python (httpx): a reply as NDJSON", "httpx_ndjson.py"),
+    ("Python (httpx): a conversation's events over SSE, with resume", "httpx_sse_resume.py"),
+    ("Python (openai): any OpenAI client", "openai_sdk.py"),
+]
+
+
+def _site_url(request: HttpRequest) -> str:
+    return request.build_absolute_uri("/").rstrip("/")
+
+
+def api_docs(request: HttpRequest) -> HttpResponse:
+    """How programs use the site, with examples that the test suite runs as they are shown."""
+    examples = [{"title": title, "name": name, "code": (EXAMPLES_DIR / name).read_text()} for title, name in EXAMPLES]
+    return render(
+        request,
+        "chat/api_docs.html",
+        {"examples": examples, "site_url": _site_url(request), "models": settings.DEEPSEEK_MODELS},
+    )
+
+
+def api_schema(request: HttpRequest) -> JsonResponse:
+    """The OpenAPI document, naming this site as its server."""
+    return JsonResponse(openapi.schema(server_url=_site_url(request)), json_dumps_params={"indent": 1})

@@ -214,3 +214,23 @@ async def test_sse_resume_after_the_reply_ended_gets_its_completion(live_site):
     kinds = [kind for kind, _, _ in parse_sse(text)]
     assert kinds == ["message.completed"]
     assert parse_sse(text)[0][2]["content"] == answer_text(80)
+
+
+async def test_a_reply_stream_ends_when_its_conversation_is_deleted(live_site, fake_upstream_server):
+    base_url = live_site.start()
+    token, conversation_id = await asyncio.to_thread(token_and_conversation, base_url, "deleter")
+    auth = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=auth, timeout=30) as client:
+        async with client.stream(
+            "POST",
+            f"/api/conversations/{conversation_id}/messages/",
+            json={"content": "long [[fake tokens=400 delay=0.02]]"},
+            headers={"Accept": "application/x-ndjson"},
+        ) as stream:
+            lines = stream.aiter_lines()
+            events = [json.loads(await anext(lines)) for _ in range(3)]
+            assert (await client.delete(f"/api/conversations/{conversation_id}/")).status_code == 204
+            async for line in lines:
+                events.append(json.loads(line))
+    assert events[-1]["type"] == "conversation.deleted"  # the body ended instead of waiting for ever
+    assert fake_upstream_server.requests[-1].outcome != "complete"

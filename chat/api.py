@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import selectors, services, streams, tokens
+from chat import exports, selectors, services, streams, tokens
 from chat.models import ApiToken, Conversation
 from chat.serializers import conversation_to_dict, message_to_dict
 
@@ -78,7 +78,7 @@ def _refusal(exc: services.ServiceError) -> JsonResponse:
 def conversations(request: HttpRequest) -> HttpResponse:
     """List the caller's conversations, newest first, or start one."""
     if request.method == "GET":
-        items = selectors.conversation_list(user=request.user)
+        items = selectors.conversation_list(user=request.user, query=request.GET.get("q", ""))
         return JsonResponse({"conversations": [conversation_to_dict(c) for c in items]})
     try:
         body = _json_body(request)
@@ -173,6 +173,25 @@ async def conversation_events(request: HttpRequest, conversation_id: Any) -> Htt
     subscription = await streams.Subscription(found).open()
     resume = request.headers.get("Last-Event-ID") or None
     return _streaming(streams.conversation_events(subscription, resume), streams.SSE)
+
+
+@require_http_methods(["GET"])
+@api_login_required
+def export(request: HttpRequest, conversation_id: Any) -> HttpResponse:
+    """Download the conversation as Markdown (`?format=md`, the default) or JSON (`?format=json`)."""
+    found = _owned_conversation(request, conversation_id)
+    if found is None:
+        return _not_found()
+    kind = request.GET.get("format", "md")
+    if kind not in {"md", "json"}:
+        return error_response(400, "bad_request", "Choose format=md or format=json.")
+    if kind == "json":
+        body, content_type = exports.conversation_json(conversation=found), "application/json"
+    else:
+        body, content_type = exports.conversation_markdown(conversation=found), "text/markdown; charset=utf-8"
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="conversation-{found.id}.{kind}"'
+    return response
 
 
 @require_http_methods(["POST"])

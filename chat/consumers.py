@@ -83,6 +83,17 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.message_send(frame)
         elif kind == "generation.stop":
             await self.generation_stop()
+        elif kind == "message.edit":
+            await self.call(
+                services.message_edit,
+                message_id=frame.get("message_id"),
+                content=frame.get("content"),
+                client_id=frame.get("client_id", ""),
+            )
+        elif kind == "message.regenerate":
+            await self.call(services.reply_regenerate)
+        elif kind == "branch.select":
+            await self.call(services.branch_select, message_id=frame.get("message_id"))
         else:
             await self.send_error("unknown_type", f"Unknown frame type: {str(kind)[:50]!r}.")
 
@@ -92,6 +103,13 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(services.message_send)(
                 conversation=self.conversation, content=frame.get("content"), client_id=frame.get("client_id", "")
             )
+        except services.ServiceError as exc:
+            await self.send_error(exc.code, exc.detail)
+
+    async def call(self, service: Any, **kwargs: Any) -> None:
+        """Run a service on this conversation; a refusal goes back to this socket only."""
+        try:
+            await database_sync_to_async(service)(conversation=self.conversation, **kwargs)
         except services.ServiceError as exc:
             await self.send_error(exc.code, exc.detail)
 
@@ -125,6 +143,10 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         """Title or settings changed."""
         await self.send_json(event)
+
+    async def conversation_branched(self, event: dict[str, Any]) -> None:
+        """Another branch is shown (an edit, a regeneration, a version chosen): send the state afresh."""
+        await self.send_state()
 
     async def conversation_deleted(self, event: dict[str, Any]) -> None:
         """A conversation of the owner is gone; if it is this one, the socket closes after saying so."""

@@ -57,6 +57,12 @@ def message_completed_on_commit(message: Message) -> None:
     _publish_on_commit(conversation_group(message.conversation_id), message_completed_event(message))
 
 
+def conversation_branched_on_commit(conversation: Conversation) -> None:
+    """The shown branch changed (edit, regenerate, another version chosen): watchers reload the state."""
+    event = {"type": "conversation.branched", "conversation_id": str(conversation.id)}
+    _publish_on_commit(conversation_group(conversation.id), event)
+
+
 def conversation_updated_on_commit(conversation: Conversation) -> None:
     """Title or settings changed, or it was created: every socket of the owner learns it (sidebar too)."""
     event = {"type": "conversation.updated", "conversation": conversation_to_dict(conversation)}

@@ -51,6 +51,10 @@ class MessageQuerySet(models.QuerySet["Message"]):
         """Replies still being written."""
         return self.filter(status=Message.Status.STREAMING)
 
+    def shown(self) -> MessageQuerySet:
+        """The branch the conversation shows, oldest first: edited and regenerated turns are kept apart."""
+        return self.filter(active=True).order_by("created_at")
+
 
 class Message(models.Model):
     """One turn: a user's message, or an assistant reply with its reasoning, usage and outcome."""
@@ -67,6 +71,10 @@ class Message(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    # Messages form a tree: an edit or a regeneration adds a sibling, and the old turns stay as a branch.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    # On the branch the conversation shows (one path from the first message to the newest).
+    active = models.BooleanField(default=True)
     role = models.CharField(max_length=16, choices=Role.choices)
     content = models.TextField(blank=True)
     reasoning = models.TextField(blank=True)

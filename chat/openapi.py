@@ -120,6 +120,11 @@ def _schemas() -> dict[str, Any]:
                 "time_to_first_token_ms": {"type": "integer"},
                 "duration_ms": {"type": "integer"},
                 "client_id": {"type": "string"},
+                "versions": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "uuid"},
+                    "description": "All versions of this turn (edits, regenerations), oldest first",
+                },
                 "usage": _ref("Usage"),
                 "error": {
                     "type": "object",
@@ -274,6 +279,15 @@ def _paths() -> dict[str, Any]:
         "/api/conversations/": {
             "get": {
                 "summary": "The caller's conversations, newest first",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "Only those whose title or any message contains this text",
+                    }
+                ],
                 "responses": {
                     "200": _json(
                         {
@@ -367,6 +381,25 @@ def _paths() -> dict[str, Any]:
                         {"type": "object", "properties": {"message_id": {"type": "string"}}}, "Stop asked for"
                     ),
                     **_errors(400, 401, 403, 404),
+                },
+            },
+        },
+        "/api/conversations/{conversation_id}/export/": {
+            "parameters": conversation,
+            "get": {
+                "summary": "Download the conversation (the branch shown) as Markdown or JSON",
+                "parameters": [
+                    {"name": "format", "in": "query", "required": False, "schema": {"enum": ["md", "json"]}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "An attachment",
+                        "content": {
+                            "text/markdown": {"schema": {"type": "string"}},
+                            "application/json": {"schema": _ref("ConversationDetail")},
+                        },
+                    },
+                    **_errors(400, 401, 404),
                 },
             },
         },

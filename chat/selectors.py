@@ -11,7 +11,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from chat.models import Conversation, Message
@@ -20,9 +20,14 @@ from chat.streamstate import get_store
 from chat.upstream import ReplyRequest
 
 
-def conversation_list(*, user: AbstractBaseUser) -> list[Conversation]:
-    """The user's conversations, newest first."""
-    return list(Conversation.objects.owned_by(user).order_by("-updated_at"))
+def conversation_list(*, user: AbstractBaseUser, query: str = "") -> list[Conversation]:
+    """The user's conversations, newest first; with a query, those whose title or any message has it."""
+    conversations = Conversation.objects.owned_by(user).order_by("-updated_at")
+    query = query.strip()[:200]
+    if query:
+        in_messages = Message.objects.filter(content__icontains=query).values("conversation_id")
+        conversations = conversations.filter(Q(title__icontains=query) | Q(id__in=in_messages))
+    return list(conversations)
 
 
 def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID | str) -> Conversation | None:
@@ -34,8 +39,34 @@ def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID | str
 
 
 def message_list(*, conversation: Conversation) -> list[Message]:
-    """A conversation's transcript, oldest first."""
-    return list(conversation.messages.order_by("created_at"))
+    """A conversation's transcript as shown (its current branch), oldest first."""
+    return list(conversation.messages.shown())
+
+
+def versions(*, conversation: Conversation, messages: list[Message]) -> dict[uuid.UUID, list[str]]:
+    """For each shown message that was edited or regenerated: the ids of all its versions, oldest first."""
+    parents = {m.parent_id for m in messages}
+    siblings: dict[uuid.UUID | None, list[str]] = {}
+    rows = (
+        conversation.messages.filter(Q(parent_id__in=[p for p in parents if p]) | Q(parent__isnull=True))
+        .order_by("created_at")
+        .values_list("id", "parent_id")
+    )
+    for message_id, parent_id in rows:
+        siblings.setdefault(parent_id, []).append(str(message_id))
+    return {m.id: siblings[m.parent_id] for m in messages if len(siblings.get(m.parent_id, [])) > 1}
+
+
+def messages_to_dicts(*, conversation: Conversation, messages: list[Message]) -> list[dict[str, Any]]:
+    """Shown messages as clients see them, each with `versions` when it has several."""
+    found = versions(conversation=conversation, messages=messages)
+    result = []
+    for message in messages:
+        data = message_to_dict(message)
+        if message.id in found:
+            data["versions"] = found[message.id]
+        result.append(data)
+    return result
 
 
 def usage_totals(messages: QuerySet[Message]) -> dict[str, int]:
@@ -60,7 +91,7 @@ def user_usage(*, user: AbstractBaseUser) -> dict[str, dict[str, int]]:
 def conversation_detail(*, conversation: Conversation) -> dict[str, Any]:
     """The conversation with its messages and summed usage, as the API shows it."""
     data = conversation_to_dict(conversation)
-    data["messages"] = [message_to_dict(m) for m in message_list(conversation=conversation)]
+    data["messages"] = messages_to_dicts(conversation=conversation, messages=message_list(conversation=conversation))
     data["usage"] = usage_totals(conversation.messages.filter(role=Message.Role.ASSISTANT))
     return data
 
@@ -149,7 +180,7 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     except Message.DoesNotExist:
         return None
     conversation = reply.conversation
-    earlier = list(conversation.messages.filter(created_at__lt=reply.created_at).order_by("created_at"))
+    earlier = list(conversation.messages.shown().filter(created_at__lt=reply.created_at))
     system: list[dict[str, str]] = []
     if conversation.system_prompt.strip():
         system.append({"role": "system", "content": conversation.system_prompt})

@@ -133,6 +133,112 @@ def _automatic_title(content: str) -> str:
     return line if len(line) <= TITLE_MAX_CHARS else line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
 
 
+def _reply_start(*, conversation: Conversation, parent: Message, options: dict[str, Any] | None = None) -> Message:
+    """The assistant message of a new reply, answering `parent`, streaming from now."""
+    return Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.STREAMING,
+        upstream_model=conversation.model,
+        request_options=options or {},
+        created_at=max(timezone.now(), parent.created_at + timedelta(microseconds=1)),
+    )
+
+
+def _reply_announce(reply: Message) -> None:
+    """After the commit: tell every watcher the reply started, then start writing it."""
+    events.message_created_on_commit(reply)
+    transaction.on_commit(lambda: generation.launch(reply.id))
+
+
+def _refuse_while_streaming(conversation: Conversation) -> None:
+    if conversation.messages.streaming().exists():
+        raise ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
+
+
+def _hide_from(conversation: Conversation, message: Message) -> None:
+    """Take this message and everything after it on the shown branch off it (they stay stored)."""
+    conversation.messages.filter(active=True, created_at__gte=message.created_at).update(active=False)
+
+
+def message_edit(*, conversation: Conversation, message_id: Any, content: Any, client_id: Any = "") -> Message:
+    """Send an edited version of a user message: later turns move to a branch of their own, and a reply starts."""
+    text = message_validate_content(content)
+    _refuse_while_streaming(conversation)
+    original = conversation.messages.filter(id=_uuid(message_id), role=Message.Role.USER, active=True).first()
+    if original is None:
+        raise ServiceError("not_found", "There is no such message of yours to edit in this conversation.")
+    _check_limits(user_id=conversation.owner_id)
+    try:
+        with transaction.atomic():
+            _hide_from(conversation, original)
+            edited = Message.objects.create(
+                conversation=conversation,
+                parent=original.parent,
+                role=Message.Role.USER,
+                content=text,
+                client_id=(client_id if isinstance(client_id, str) else "")[:100],
+                created_at=timezone.now(),
+            )
+            reply = _reply_start(conversation=conversation, parent=edited)
+            conversation.save(update_fields=["updated_at"])
+            events.conversation_branched_on_commit(conversation)
+            events.message_created_on_commit(edited)
+            _reply_announce(reply)
+    except IntegrityError as exc:
+        raise ServiceError("busy", "A reply is still being written in this conversation.") from exc
+    return reply
+
+
+def reply_regenerate(*, conversation: Conversation) -> Message:
+    """Write the last reply again; the old one stays as another version of it."""
+    _refuse_while_streaming(conversation)
+    last = conversation.messages.shown().last()
+    if last is None or last.role != Message.Role.ASSISTANT:
+        raise ServiceError("nothing_to_regenerate", "There is no reply to write again.")
+    _check_limits(user_id=conversation.owner_id)
+    try:
+        with transaction.atomic():
+            _hide_from(conversation, last)
+            reply = _reply_start(conversation=conversation, parent=last.parent)
+            conversation.save(update_fields=["updated_at"])
+            events.conversation_branched_on_commit(conversation)
+            _reply_announce(reply)
+    except IntegrityError as exc:
+        raise ServiceError("busy", "A reply is still being written in this conversation.") from exc
+    return reply
+
+
+def branch_select(*, conversation: Conversation, message_id: Any) -> Message:
+    """Show another version of a turn, and below it the newest turns of that branch."""
+    _refuse_while_streaming(conversation)
+    chosen = conversation.messages.filter(id=_uuid(message_id)).first()
+    if chosen is None:
+        raise ServiceError("not_found", "There is no such message in this conversation.")
+    if chosen.active:
+        return chosen
+    if chosen.parent is not None and not chosen.parent.active:
+        raise ServiceError("not_shown", "Choose among the versions of a turn that is shown.")
+    with transaction.atomic():
+        shown = conversation.messages.filter(parent_id=chosen.parent_id, active=True).first()
+        if shown is not None:
+            _hide_from(conversation, shown)
+        step: Message | None = chosen
+        while step is not None:
+            Message.objects.filter(id=step.id).update(active=True)
+            step = step.children.order_by("-created_at").first()
+        events.conversation_branched_on_commit(conversation)
+    return chosen
+
+
+def _uuid(value: Any) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
+
+
 def _check_limits(*, user_id: int) -> None:
     """Refuse a new reply over the user's per-minute, concurrent or daily limits."""
     try:
@@ -177,21 +283,18 @@ def completion_create(
     with transaction.atomic():
         conversation.save()
         events.conversation_updated_on_commit(conversation)
+        parent = None
         for index, (role, content) in enumerate(turns):
-            message = Message.objects.create(
-                conversation=conversation, role=role, content=content, created_at=now + timedelta(microseconds=index)
+            parent = Message.objects.create(
+                conversation=conversation,
+                parent=parent,
+                role=role,
+                content=content,
+                created_at=now + timedelta(microseconds=index),
             )
-            events.message_created_on_commit(message)
-        reply = Message.objects.create(
-            conversation=conversation,
-            role=Message.Role.ASSISTANT,
-            status=Message.Status.STREAMING,
-            upstream_model=conversation.model,
-            request_options=options,
-            created_at=now + timedelta(microseconds=len(turns)),
-        )
-        events.message_created_on_commit(reply)
-        transaction.on_commit(lambda: generation.launch(reply.id))
+            events.message_created_on_commit(parent)
+        reply = _reply_start(conversation=conversation, parent=parent, options=options)
+        _reply_announce(reply)
     return conversation, reply
 
 
@@ -208,25 +311,19 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
         with transaction.atomic():
             user_message = Message.objects.create(
                 conversation=conversation,
+                parent=conversation.messages.shown().last(),
                 role=Message.Role.USER,
                 content=text,
                 client_id=client_id[:100],
                 created_at=now,
             )
-            reply = Message.objects.create(
-                conversation=conversation,
-                role=Message.Role.ASSISTANT,
-                status=Message.Status.STREAMING,
-                upstream_model=conversation.model,
-                created_at=now + timedelta(microseconds=1),
-            )
+            reply = _reply_start(conversation=conversation, parent=user_message)
             if not conversation.title:
                 conversation.title = _automatic_title(text)
             conversation.save(update_fields=["title", "updated_at"])
             events.conversation_updated_on_commit(conversation)
             events.message_created_on_commit(user_message)
-            events.message_created_on_commit(reply)
-            transaction.on_commit(lambda: generation.launch(reply.id))
+            _reply_announce(reply)
     except IntegrityError as exc:
         # Another process started a reply between the check and the insert.
         raise busy from exc

@@ -211,7 +211,7 @@ async def _reply_rest(reply: Message, seq: int) -> list[dict[str, Any]] | None:
 async def replay_after(conversation: Conversation, last_event_id: str) -> list[dict[str, Any]] | None:
     """The events after an SSE cursor (deltas from the shared log, by seq); None if it can't be resumed."""
     message_id, _, position = last_event_id.partition(":")
-    messages = await database_sync_to_async(list)(conversation.messages.order_by("created_at"))
+    messages = await database_sync_to_async(list)(conversation.messages.shown())
     index = next((i for i, m in enumerate(messages) if str(m.id) == message_id), None)
     if index is None:
         return None
@@ -262,7 +262,8 @@ async def conversation_events(subscription: Subscription, last_event_id: str | N
             verdict = filter_.verdict(event)
             if verdict == "drop":
                 continue
-            if verdict == "resync":
+            if verdict == "resync" or event["type"] == "conversation.branched":
+                # A gap, or another branch shown: the client rebuilds from a fresh state.
                 event = await selectors.conversation_state(conversation=subscription.conversation)
                 filter_.note_state(event)
             yield sse_frame(event)

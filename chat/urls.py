@@ -19,6 +19,7 @@ urlpatterns = [
     path("api/conversations/<uuid:conversation_id>/messages/", api.messages, name="api_messages"),
     path("api/conversations/<uuid:conversation_id>/events/", api.conversation_events, name="api_events"),
     path("api/conversations/<uuid:conversation_id>/stop/", api.stop, name="api_stop"),
+    path("api/conversations/<uuid:conversation_id>/export/", api.export, name="api_export"),
     path("api/schema/", views.api_schema, name="api_schema"),
     path("docs/api/", views.api_docs, name="api_docs"),
     path("v1/models", v1.models, name="v1_models"),

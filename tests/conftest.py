@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +21,7 @@ from chat import services, streamstate
 from chat.models import Conversation
 from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
-from tests.live import TEST_REDIS_URL, LiveSite
+from tests.live import CHROMIUM, CHROMIUM_ARGS, TEST_REDIS_URL, LiveSite
 
 ORIGIN = "http://localhost"
 
@@ -166,3 +167,21 @@ def live_site(tmp_path, fake_upstream_server: FakeUpstreamServer) -> Iterator[Li
     fake_upstream_server.requests.clear()
     yield site
     site.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright; CI must have it (make test installs it).
+
+    Per module: Playwright's sync API keeps an event loop running, which the async tests of
+    other modules must not find.
+    """
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"chromium is required in CI and is not at {CHROMIUM}")
+        pytest.skip(f"no chromium at {CHROMIUM}")
+    playwright_sync = pytest.importorskip("playwright.sync_api")
+    with playwright_sync.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Iterator
 
 import pytest
 
 from tests.fake_upstream import answer_text
-from tests.live import CHROMIUM, CHROMIUM_ARGS, sign_up_in_browser
+from tests.live import sign_up_in_browser
 
 pytestmark = pytest.mark.e2e
 
@@ -21,21 +18,6 @@ expect = playwright_sync.expect
 def status_is(page, status: str, *, index: int = 0, timeout: float = 10000) -> None:
     """Wait until a reply shows this status (no JS evaluation: the page's CSP forbids eval)."""
     expect(page.locator(".msg.assistant").nth(index)).to_have_attribute("data-status", status, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not shutil.which(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail(f"chromium is required in CI and is not at {CHROMIUM}")
-        pytest.skip(f"no chromium at {CHROMIUM}")
-    with playwright_sync.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=CHROMIUM_ARGS,
-        )
-        yield browser
-        browser.close()
 
 
 def test_a_new_user_chats_and_two_tabs_watch_the_reply_stream(browser, live_site):

@@ -5,20 +5,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0003_api_token'),
+        ("chat", "0003_api_token"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='api_token',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='conversations', to='chat.apitoken'),
+            model_name="conversation",
+            name="api_token",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="conversations",
+                to="chat.apitoken",
+            ),
         ),
         migrations.AddField(
-            model_name='message',
-            name='request_options',
+            model_name="message",
+            name="request_options",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

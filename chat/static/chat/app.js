@@ -1,13 +1,18 @@
 // The chat page: one socket per open conversation, the transcript, the composer and the sidebar.
 
 import { apiFetch } from "./api.js";
-import { removeConversation, showConversation } from "./sidebar.js";
+import { removeConversation, setUpSearch, showConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 import { refreshUserUsage } from "./usage.js";
 
 const config = JSON.parse(document.getElementById("chat-config").textContent);
-const transcript = new Transcript(document.getElementById("transcript"));
+const transcript = new Transcript(document.getElementById("transcript"), {
+  regenerate: () => sendFrame({ type: "message.regenerate" }),
+  edit: (messageId, content) => sendFrame({ type: "message.edit", message_id: messageId, content }),
+  select: (messageId) => sendFrame({ type: "branch.select", message_id: messageId }),
+});
+transcript.followScrolling(document.getElementById("jump-latest"));
 const input = document.getElementById("composer-input");
 const form = document.getElementById("composer");
 const sendButton = document.getElementById("send");
@@ -25,9 +30,14 @@ function showNotice(text) {
   notice.hidden = !text;
 }
 
+function sendFrame(frame) {
+  if (!socket.send(frame)) showNotice("Not connected; try again in a moment. Reconnecting…");
+}
+
 function refreshControls() {
   stopButton.hidden = !transcript.isStreaming;
   sendButton.hidden = transcript.isStreaming;
+  transcript.refreshActions();
   const totals = transcript.usageTotals();
   conversationUsage.textContent = totals.replies ? `${totals.tokens.toLocaleString()} tokens here` : "";
 }
@@ -115,6 +125,18 @@ input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     send();
+  } else if (event.key === "Escape" && transcript.isStreaming) {
+    socket.send({ type: "generation.stop" });
+  }
+});
+document.addEventListener("keydown", (event) => {
+  const typing = event.target.closest("input, textarea, select, [contenteditable]");
+  if (event.key === "/" && !typing) {
+    event.preventDefault();
+    input.focus();
+  } else if (event.key.toLowerCase() === "k" && (event.ctrlKey || event.metaKey)) {
+    event.preventDefault();
+    document.getElementById("conversation-search").focus();
   }
 });
 input.addEventListener("input", autosize);
@@ -130,5 +152,43 @@ async function saveSettings(changes) {
 }
 modelSelect.addEventListener("change", () => saveSettings({ model: modelSelect.value }));
 thinkingToggle.addEventListener("change", () => saveSettings({ thinking: thinkingToggle.checked }));
+function startRename() {
+  const field = document.createElement("input");
+  field.id = "title-input";
+  field.value = title.textContent;
+  field.maxLength = 200;
+  field.setAttribute("aria-label", "Conversation title");
+  title.replaceWith(field);
+  field.focus();
+  field.select();
+  let done = false;
+  const finish = async (save) => {
+    if (done) return;
+    done = true;
+    field.replaceWith(title);
+    if (save && field.value.trim() && field.value.trim() !== title.textContent) {
+      title.textContent = field.value.trim();
+      await saveSettings({ title: field.value.trim() });
+    }
+    document.getElementById("rename").focus();
+  };
+  field.addEventListener("keydown", (event) => {
+    if (event.key === "Enter") finish(true);
+    if (event.key === "Escape") finish(false);
+  });
+  field.addEventListener("blur", () => finish(true));
+}
+
+document.getElementById("rename").addEventListener("click", startRename);
+document.getElementById("delete").addEventListener("click", async () => {
+  if (!confirm("Delete this conversation for good? Every device will lose it.")) return;
+  try {
+    await apiFetch(config.apiPath, { method: "DELETE" });
+    location.assign("/");
+  } catch (error) {
+    showNotice(error.message);
+  }
+});
+setUpSearch(apiFetch);
 input.focus();
 refreshUserUsage();

@@ -1,10 +1,12 @@
 // The page with no conversation open: only the sidebar follows the user's other devices.
 
-import { showConversation, removeConversation } from "./sidebar.js";
+import { apiFetch } from "./api.js";
+import { removeConversation, setUpSearch, showConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
 import { refreshUserUsage } from "./usage.js";
 
 refreshUserUsage();
+setUpSearch(apiFetch);
 
 new ReconnectingSocket("/ws/sidebar/", {
   onEvent(event) {

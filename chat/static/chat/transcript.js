@@ -2,7 +2,7 @@
 // Replies render as sanitised Markdown (markdown.js), re-rendered at most once a frame while they
 // stream; the user's own text is shown as typed.
 
-import { renderMarkdown } from "./markdown.js";
+import { copyWithFeedback, renderMarkdown } from "./markdown.js";
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -24,9 +24,19 @@ function describeUsage(message) {
   return parts.join(" · ");
 }
 
+function button(label, className, onClick, ariaLabel) {
+  const node = el("button", className, label);
+  node.type = "button";
+  if (ariaLabel) node.setAttribute("aria-label", ariaLabel);
+  node.addEventListener("click", onClick);
+  return node;
+}
+
 export class Transcript {
-  constructor(root) {
+  /** `actions`: {regenerate(), edit(id, text), select(id)}, each sent to the server as a socket event. */
+  constructor(root, actions = {}) {
     this.root = root;
+    this.actions = actions;
     this.views = new Map(); // message id -> {article, content, reasoning, details, meta, seq, data}
     this.streamingId = null;
     setInterval(() => this.tick(), 1000); // the "thinking… N s" timer
@@ -77,9 +87,10 @@ export class Transcript {
     details.hidden = true;
     const content = el("div", "content");
     const meta = el("footer", "meta");
-    article.append(details, content, meta);
+    const tools = el("div", "msg-actions");
+    article.append(details, content, meta, tools);
     this.root.append(article);
-    const view = { article, content, reasoning, details, summary, meta, seq: 0, data: { ...message } };
+    const view = { article, content, reasoning, details, summary, meta, tools, seq: 0, data: { ...message } };
     this.views.set(message.id, view);
     if (message.status === "streaming") this.streamingId = message.id;
     this.paint(view);
@@ -194,6 +205,75 @@ export class Transcript {
     }
   }
 
+  /** Buttons under each message, for what can be done now (nothing that changes turns while a reply streams). */
+  refreshActions() {
+    const views = [...this.views.values()];
+    const last = views[views.length - 1];
+    for (const view of views) {
+      if (view.editing) continue;
+      const data = view.data;
+      // Rebuilt only when something they depend on changed, not on every delta.
+      const key = [data.id, data.status, Boolean(data.content), this.isStreaming, view === last, data.versions].join("|");
+      if (view.actionsKey === key) continue;
+      view.actionsKey = key;
+      const tools = [];
+      if (data.versions && data.versions.length > 1) {
+        const index = data.versions.indexOf(data.id);
+        const previous = button("‹", "version", () => this.actions.select(data.versions[index - 1]), "Previous version");
+        const next = button("›", "version", () => this.actions.select(data.versions[index + 1]), "Next version");
+        previous.disabled = index <= 0 || this.isStreaming;
+        next.disabled = index >= data.versions.length - 1 || this.isStreaming;
+        tools.push(previous, el("span", "version-count", `${index + 1} / ${data.versions.length}`), next);
+      }
+      if (data.content && data.status !== "streaming") {
+        const copy = button("Copy", "", () => copyWithFeedback(copy, data.content), `Copy this ${data.role === "user" ? "message" : "reply"}`);
+        tools.push(copy);
+      }
+      if (!this.isStreaming && data.role === "user") {
+        tools.push(button("Edit", "", () => this.startEdit(view), "Edit this message and send it again"));
+      }
+      if (!this.isStreaming && data.role === "assistant" && view === last) {
+        tools.push(button("Regenerate", "", () => this.actions.regenerate(), "Write this reply again"));
+      }
+      view.tools.replaceChildren(...tools);
+    }
+  }
+
+  startEdit(view) {
+    view.editing = true;
+    const box = el("textarea", "edit-box");
+    box.value = view.data.content;
+    box.setAttribute("aria-label", "Edit your message");
+    box.rows = Math.min(12, view.data.content.split("\n").length + 1);
+    const stop = () => {
+      view.editing = false;
+      view.actionsKey = null;
+      form.remove();
+      view.content.hidden = false;
+      this.refreshActions();
+    };
+    const save = button("Send", "primary", () => {
+      if (!box.value.trim()) return;
+      this.actions.edit(view.data.id, box.value);
+      stop();
+    });
+    const cancel = button("Cancel", "", stop);
+    const form = el("div", "edit-form");
+    form.append(box, el("div", "edit-buttons"));
+    form.lastChild.append(save, cancel);
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") stop();
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        save.click();
+      }
+    });
+    view.content.hidden = true;
+    view.tools.replaceChildren();
+    view.content.after(form);
+    box.focus();
+  }
+
   usageTotals() {
     const totals = { tokens: 0, replies: 0 };
     for (const view of this.views.values()) {
@@ -205,9 +285,27 @@ export class Transcript {
     return totals;
   }
 
+  /** Follow the newest text unless the user scrolled up to read; then offer a jump back down. */
+  followScrolling(jumpButton) {
+    this.jumpButton = jumpButton;
+    this.pinned = true;
+    this.root.addEventListener("scroll", () => {
+      const root = this.root;
+      this.pinned = root.scrollHeight - root.scrollTop - root.clientHeight < 60;
+      if (this.pinned) jumpButton.hidden = true;
+    });
+    jumpButton.addEventListener("click", () => {
+      this.pinned = true;
+      jumpButton.hidden = true;
+      this.root.scrollTop = this.root.scrollHeight;
+    });
+  }
+
   scroll() {
-    const root = this.root;
-    const nearBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 120;
-    if (nearBottom || this.stickToBottom) root.scrollTop = root.scrollHeight;
+    if (this.pinned !== false) {
+      this.root.scrollTop = this.root.scrollHeight;
+    } else if (this.jumpButton) {
+      this.jumpButton.hidden = false;
+    }
   }
 }

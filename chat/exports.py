@@ -1,0 +1,40 @@
+"""A conversation as a file to keep: Markdown to read, JSON to process (the branch that is shown)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chat.models import Conversation
+from chat.selectors import conversation_detail
+
+
+def conversation_json(*, conversation: Conversation) -> str:
+    """The conversation as the API shows it, messages oldest first."""
+    return json.dumps(conversation_detail(conversation=conversation), indent=2, ensure_ascii=False)
+
+
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
+
+
+def conversation_markdown(*, conversation: Conversation) -> str:
+    """The transcript as Markdown: a heading per turn, reasoning quoted, usage under each reply."""
+    detail: dict[str, Any] = conversation_detail(conversation=conversation)
+    lines = [
+        f"# {conversation.title or 'Conversation'}",
+        "",
+        f"*{conversation.model} · {detail['created_at'][:10]}*",
+        "",
+    ]
+    for message in detail["messages"]:
+        lines += ["## You" if message["role"] == "user" else "## DeepSeek", ""]
+        if message.get("reasoning"):
+            lines += ["> **Reasoning**", ">", _quote(message["reasoning"]), ""]
+        lines += [message["content"] or "*(no text)*", ""]
+        if message["role"] == "assistant" and message["status"] != "complete":
+            lines += [f"*({message['status']}{': ' + message['error']['detail'] if message.get('error') else ''})*", ""]
+        usage = message.get("usage")
+        if usage:
+            lines += [f"*{usage['prompt_tokens']} tokens in, {usage['completion_tokens']} out*", ""]
+    return "\n".join(lines).rstrip() + "\n"

@@ -14,7 +14,7 @@ from playwright.sync_api import sync_playwright
 
 from tests.live import CHROMIUM, CHROMIUM_ARGS, ROOT, TEST_REDIS_URL, LiveSite, sign_up_in_browser
 
-SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 390, "height": 844}}
+SIZES = {"desktop": {"width": 1280, "height": 800}, "phone": {"width": 360, "height": 780}}
 
 
 def main() -> None:

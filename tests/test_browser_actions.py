@@ -29,6 +29,14 @@ def _start(browser, live_site, username: str, viewport: dict):
     return page
 
 
+def _sidebar(page) -> None:
+    """On a phone the conversation list is a drawer: open it (on a wide window it is always there)."""
+    if page.locator("#sidebar-toggle").is_visible():
+        page.click("#sidebar-toggle")
+        expect(page.locator("#sidebar-toggle")).to_have_attribute("aria-expanded", "true")
+    expect(page.locator("#conversation-search")).to_be_visible()
+
+
 def _ask(page, text: str, index: int) -> None:
     page.fill("#composer-input", text)
     page.press("#composer-input", "Enter")
@@ -76,11 +84,13 @@ def test_rename_search_export_and_delete(browser, live_site, viewport):
     page.fill("#title-input", "Moon notes")
     page.press("#title-input", "Enter")
     expect(page.locator("#conversation-title")).to_have_text("Moon notes")
+    _sidebar(page)
     expect(page.locator("#conversation-list li.active")).to_have_text("Moon notes")
 
     page.click("#new-conversation")
     page.wait_for_selector("#connection[data-level=ok]")
     _ask(page, "about tides [[fake tokens=3]]", 0)
+    _sidebar(page)
     expect(page.locator("#conversation-list li[data-id]")).to_have_count(2)
     page.fill("#conversation-search", "w2")  # only in reply text, in both
     expect(page.locator("#conversation-list li[data-id]:visible")).to_have_count(2)
@@ -91,6 +101,9 @@ def test_rename_search_export_and_delete(browser, live_site, viewport):
     expect(page.locator("#search-empty")).to_be_visible()
     page.press("#conversation-search", "Escape")
     expect(page.locator("#conversation-list li[data-id]:visible")).to_have_count(2)
+    if viewport is PHONE:
+        page.keyboard.press("Escape")  # closes the drawer
+        expect(page.locator("#conversation-search")).to_be_hidden()
 
     with page.expect_download() as markdown:
         page.click("#export-md")

@@ -35,6 +35,8 @@ function sendFrame(frame) {
 }
 
 function refreshControls() {
+  // Screen readers wait for the end of a reply instead of reading every delta.
+  document.getElementById("transcript").setAttribute("aria-busy", String(transcript.isStreaming));
   stopButton.hidden = !transcript.isStreaming;
   sendButton.hidden = transcript.isStreaming;
   transcript.refreshActions();
@@ -136,6 +138,7 @@ document.addEventListener("keydown", (event) => {
     input.focus();
   } else if (event.key.toLowerCase() === "k" && (event.ctrlKey || event.metaKey)) {
     event.preventDefault();
+    if (getComputedStyle(sidebarToggle).display !== "none") showSidebar(true);
     document.getElementById("conversation-search").focus();
   }
 });
@@ -187,6 +190,19 @@ document.getElementById("delete").addEventListener("click", async () => {
     location.assign("/");
   } catch (error) {
     showNotice(error.message);
+  }
+});
+const sidebarToggle = document.getElementById("sidebar-toggle");
+function showSidebar(open) {
+  document.body.classList.toggle("sidebar-open", open);
+  sidebarToggle.setAttribute("aria-expanded", String(open));
+  if (open) document.getElementById("conversation-search").focus();
+}
+sidebarToggle.addEventListener("click", () => showSidebar(!document.body.classList.contains("sidebar-open")));
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && document.body.classList.contains("sidebar-open")) {
+    showSidebar(false);
+    sidebarToggle.focus();
   }
 });
 setUpSearch(apiFetch);

@@ -55,7 +55,8 @@ export function setUpSearch(apiFetch) {
     }, 200);
   });
   input.addEventListener("keydown", (event) => {
-    if (event.key === "Escape") {
+    if (event.key === "Escape" && input.value) {
+      event.stopPropagation(); // the first Escape clears the search; the next closes the drawer
       input.value = "";
       input.dispatchEvent(new Event("input"));
     }

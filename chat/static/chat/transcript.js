@@ -236,6 +236,7 @@ export class Transcript {
         tools.push(button("Regenerate", "", () => this.actions.regenerate(), "Write this reply again"));
       }
       view.tools.replaceChildren(...tools);
+      if (view === last && this.pinned !== false) this.root.scrollTop = this.root.scrollHeight;
     }
   }
 

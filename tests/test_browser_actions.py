@@ -141,3 +141,18 @@ def test_autoscroll_stops_when_the_user_scrolls_up_and_jump_brings_them_back(bro
     page.wait_for_selector("#stop:not([hidden])")
     page.press("#composer-input", "Escape")
     status_is(page, "stopped", index=1)
+
+
+def test_the_reasoning_panel_shows_a_thinking_timer_then_folds(browser, live_site):
+    page = _start(browser, live_site, "thinker", WIDE)
+    page.fill("#composer-input", "think [[fake reasoning=40 tokens=5 delay=0.06]]")
+    page.press("#composer-input", "Enter")
+    summary = page.locator(".msg.assistant .reasoning summary")
+    expect(summary).to_have_text(re.compile(r"Thinking… \d+ s"))
+    expect(page.locator(".msg.assistant .reasoning")).to_have_attribute("open", "")
+    status_is(page, "complete", timeout=20000)
+    expect(summary).to_have_text(re.compile(r"Thought for \d+ s"))
+    summary.click()  # folds
+    expect(page.locator(".msg.assistant .reasoning-text")).to_be_hidden()
+    meta = page.locator(".msg.assistant .meta").inner_text()
+    assert re.search(r"deepseek-v4-flash · \d+ in · \d+ out · 40 reasoning · first token \d+\.\d s", meta), meta

@@ -29,6 +29,7 @@ test: $(VENV)/.test-deps
 	$(BIN)/ruff check chatsite chat tests bench
 	$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null
 	$(BIN)/pytest
+	.ci/postgres-suite $(BIN)/python
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check chatsite chat tests bench

@@ -9,9 +9,10 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from chat import events, selectors, services
+from chat import events, metrics, selectors, services
 from chat.models import Conversation
 from chat.streams import DeltaFilter
+from chatsite import logs
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +36,12 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         self.conversation = conversation
+        logs.bind(conversation_id=conversation.id, user_id=user.id)
         self.group = events.conversation_group(conversation.id)
         # Deltas at or below the seq this socket has shown are dropped; a gap makes it resync.
         self.deltas = DeltaFilter()
         await self.accept()
+        metrics.OPEN_SOCKETS.labels(kind="conversation").inc()
         await self.channel_layer.group_add(self.group, self.channel_name)
         # The owner's group carries conversation.updated/deleted for all their conversations (sidebar).
         self.user_group = events.user_group(user.id)
@@ -48,6 +51,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         """Leave the groups; any reply goes on without this socket."""
         if hasattr(self, "group"):
+            metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
@@ -134,6 +138,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
             await self.send_state()
         elif verdict == "send":
             await self.send_json(event)
+            metrics.DELTAS_RELAYED.labels(transport="websocket").inc()
 
     async def message_completed(self, event: dict[str, Any]) -> None:
         """A reply ended."""
@@ -166,11 +171,13 @@ class SidebarConsumer(AsyncWebsocketConsumer):
             return
         self.user_group = events.user_group(user.id)
         await self.accept()
+        metrics.OPEN_SOCKETS.labels(kind="sidebar").inc()
         await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         """Leave the group."""
         if hasattr(self, "user_group"):
+            metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

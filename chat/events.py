@@ -15,6 +15,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from chat import metrics
 from chat.models import Conversation, Message
 from chat.serializers import conversation_to_dict, message_to_dict
 
@@ -37,6 +38,7 @@ async def publish(group: str, event: dict[str, Any]) -> bool:
     try:
         await layer.group_send(group, event)
     except Exception:
+        metrics.LAYER_SEND_FAILURES.inc()
         logger.exception("channel layer send failed", extra={"group": group, "event_type": event.get("type")})
         return False
     return True

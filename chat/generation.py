@@ -22,9 +22,10 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, selectors, services, simulator, upstream
+from chat import events, metrics, selectors, services, simulator, upstream
 from chat.models import Message
 from chat.streamstate import StreamStore, get_store
+from chatsite import logs
 
 logger = logging.getLogger(__name__)
 
@@ -211,6 +212,7 @@ class DeltaWriter:
             except Exception:
                 logger.exception("snapshot update failed", extra={"message_id": str(self.message_id)})
             await events.message_delta(conversation_id=self.conversation_id, event=event)
+            metrics.DELTAS_PUBLISHED.inc()
             self._maybe_checkpoint()
 
     def _maybe_checkpoint(self) -> None:
@@ -329,9 +331,11 @@ async def _keep_lease(store: StreamStore, message_id: uuid.UUID) -> None:
 
 async def _run_reply(run: ReplyRun) -> None:
     """Write one reply from start to end; a socket closing does not touch this."""
+    logs.bind(message_id=run.message_id)
     context = await database_sync_to_async(selectors.reply_context)(message_id=run.message_id)
     if context is None:
         return
+    logs.bind(conversation_id=context.conversation_id)
     store = get_store()
     started_at = time.monotonic()
     writer = DeltaWriter(conversation_id=context.conversation_id, message_id=run.message_id, store=store)
@@ -365,6 +369,13 @@ async def _run_reply(run: ReplyRun) -> None:
             if not task.done():
                 task.cancel()
     await writer.close()
+    metrics.reply_ended(
+        status=outcome.status,
+        error_code=outcome.error_code,
+        time_to_first_token=outcome.first_token_at - started_at if outcome.first_token_at is not None else None,
+        duration=time.monotonic() - started_at,
+        completion_tokens=outcome.usage.get("completion_tokens", 0),
+    )
     await database_sync_to_async(services.reply_finish)(
         message_id=run.message_id,
         status=outcome.status,

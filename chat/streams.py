@@ -17,7 +17,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, selectors
+from chat import events, metrics, selectors
 from chat.models import Conversation, Message
 from chat.streamstate import get_store
 
@@ -180,6 +180,8 @@ async def reply_stream(subscription: Subscription, reply_id: str) -> AsyncIterat
                 filter_.note_state(state)
                 yield state
                 continue
+            if event["type"] == "message.delta":
+                metrics.DELTAS_RELAYED.labels(transport="http").inc()
             yield event
             if event["type"] == "message.completed" and event["message_id"] == reply_id:
                 return
@@ -266,6 +268,8 @@ async def conversation_events(subscription: Subscription, last_event_id: str | N
                 # A gap, or another branch shown: the client rebuilds from a fresh state.
                 event = await selectors.conversation_state(conversation=subscription.conversation)
                 filter_.note_state(event)
+            if event["type"] == "message.delta":
+                metrics.DELTAS_RELAYED.labels(transport="http").inc()
             yield sse_frame(event)
             if event["type"] == "conversation.deleted":
                 return

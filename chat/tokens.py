@@ -66,6 +66,8 @@ def _refused(request: HttpRequest) -> JsonResponse:
 
 
 def _bearer(request: HttpRequest) -> str | None:
+    if request.path == "/metrics":
+        return None  # Prometheus's own token, checked by that view
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None

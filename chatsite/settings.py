@@ -9,6 +9,8 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
+from chatsite.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env", override=False)
 
@@ -118,6 +120,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Under ASGI every sync call may run on another thread, so connections are not kept per thread
+    # (CONN_MAX_AGE=0); psycopg's pool keeps a few open per process and hands them out instead.
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": int(env_str("DATABASE_POOL_MIN_SIZE", "1")),
+        "max_size": int(env_str("DATABASE_POOL_MAX_SIZE", "10")),
+        "timeout": 10,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -158,8 +168,18 @@ else:
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# Behind a TLS-terminating proxy (see DEPLOY.md): trust its X-Forwarded-Proto, redirect to https,
+# send HSTS and secure cookies. /healthz and /metrics stay reachable over plain HTTP inside the network.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = int(env_str("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = env_bool(
-    "DJANGO_SECURE_COOKIES", any(origin.startswith("https://") for origin in CSRF_TRUSTED_ORIGINS)
+    "DJANGO_SECURE_COOKIES", HTTPS or any(origin.startswith("https://") for origin in CSRF_TRUSTED_ORIGINS)
 )
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
@@ -188,15 +208,13 @@ CHAT_LIMIT_DAILY_TOKENS = int(env_str("CHAT_LIMIT_DAILY_TOKENS", "0"))
 # The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
 CHAT_CONTEXT_TOKENS = int(env_str("CHAT_CONTEXT_TOKENS", "100000"))
 # SSE streams send a `: ping` comment after this many seconds without an event.
+# Bearer token Prometheus sends to /metrics; unset, /metrics answers 404.
+CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN")
 CHAT_SSE_HEARTBEAT_SECONDS = env_float("CHAT_SSE_HEARTBEAT_SECONDS", 15)
 # The simulator's pace, in seconds per token; tests make it faster.
 CHAT_SIMULATOR_TOKEN_SECONDS = env_float("CHAT_SIMULATOR_TOKEN_SECONDS", 0.03)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("DJANGO_LOG_LEVEL", "INFO")},
-    "loggers": {"httpx": {"level": "WARNING"}, "httpx2": {"level": "WARNING"}},
-}
+# LOG_FORMAT=json writes one JSON object a line; message text is only ever logged at DEBUG.
+LOGGING = logging_config(
+    json_format=env_str("LOG_FORMAT", "plain") == "json", level=env_str("DJANGO_LOG_LEVEL", "INFO")
+)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from tests.fake_upstream import free_port
 
@@ -28,9 +31,11 @@ class LiveSite:
     def __init__(self, tmp_path: Path, *, redis_url: str, env: dict[str, str] | None = None) -> None:
         self.tmp_path = tmp_path
         self.db_path = tmp_path / "site.sqlite3"
+        # On PostgreSQL (DATABASE_URL=postgres://…), each site gets a database of its own, dropped at stop.
+        self.postgres_url = _new_postgres_database(os.environ.get("DATABASE_URL", ""))
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{self.db_path}",
+            "DATABASE_URL": self.postgres_url or f"sqlite:///{self.db_path}",
             "REDIS_URL": redis_url,
             "DJANGO_SECRET_KEY": "e2e-secret-key-not-for-production-use-0123456789",
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1,localhost",
@@ -98,6 +103,35 @@ class LiveSite:
                 process.kill()
             log.close()
         self.processes.clear()
+        if self.postgres_url:
+            _drop_postgres_database(self.postgres_url)
+            self.postgres_url = ""
+
+    def message_row(self, message_id: str, columns: str) -> tuple[Any, ...]:
+        """Columns of one stored message, read straight from the site's database."""
+        if self.postgres_url:
+            with psycopg.connect(self.postgres_url) as db:
+                return db.execute(f"select {columns} from chat_message where id = %s", (message_id,)).fetchone()
+        with sqlite3.connect(self.db_path) as db:
+            return db.execute(
+                f"select {columns} from chat_message where id = ?", (message_id.replace("-", ""),)
+            ).fetchone()
+
+
+def _new_postgres_database(url: str) -> str:
+    """A fresh database on the server of a postgres:// URL (its URL), or "" for other databases."""
+    if not url.startswith(("postgres://", "postgresql://")):
+        return ""
+    name = f"live_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute(f'create database "{name}"')
+    return f"{url.rsplit('/', 1)[0]}/{name}"
+
+
+def _drop_postgres_database(url: str) -> None:
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as db:
+        db.execute(f'drop database if exists "{name}" with (force)')
 
 
 def sign_up(base_url: str, username: str) -> httpx.Client:

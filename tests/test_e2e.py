@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 from typing import Any
 
 import pytest
@@ -53,11 +52,7 @@ async def test_two_sockets_get_identical_deltas_and_the_database_holds_the_reply
     assert "".join(d.get("reasoning", "") for d in deltas) == reasoning_text(8)
     completed = first[-1]
     assert completed["status"] == "complete"
-    with sqlite3.connect(live_site.db_path) as db:
-        row = db.execute(
-            "select status, content, reasoning, completion_tokens from chat_message where id = ?",
-            (completed["message_id"].replace("-", ""),),
-        ).fetchone()
+    row = live_site.message_row(completed["message_id"], "status, content, reasoning, completion_tokens")
     assert row == ("complete", answer_text(80), reasoning_text(8), 88)
     assert fake_upstream_server.requests[-1].outcome == "complete"
     client.close()

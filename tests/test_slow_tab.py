@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sqlite3
 import time
 
 import pytest
@@ -63,10 +62,7 @@ async def test_a_stalled_tab_does_not_slow_the_others_and_is_dropped(live_site):
     took = time.monotonic() - sent_at
     assert completed["status"] == "complete" and completed["content"] == answer_text(tokens)
     assert healthy.errors == []
-    with sqlite3.connect(live_site.db_path) as db:
-        (duration_ms,) = db.execute(
-            "select duration_ms from chat_message where id = ?", (completed["message_id"].replace("-", ""),)
-        ).fetchone()
+    (duration_ms,) = live_site.message_row(completed["message_id"], "duration_ms")
     floor = tokens * delay
     assert took < floor * 2 + 2, (took, floor)  # the healthy tab kept pace with the reply
     assert duration_ms / 1000 < floor * 2 + 2, (duration_ms, floor)  # and the reply was not slowed

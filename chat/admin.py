@@ -1,11 +1,24 @@
-"""Staff review of conversations: read-only transcripts, filters, and search in message text."""
+"""Staff review: read-only transcripts, flags and notes, exports, usage per user and day, user data.
+
+Transcripts can't be edited; only a conversation's flag and review notes can. Every change and
+every action is written to the admin log with the reviewer's name.
+"""
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db.models import QuerySet
-from django.http import HttpRequest
+import json
 
+from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils import timezone
+
+from chat import review
 from chat.models import Conversation, Message
 
 MESSAGE_FIELDS = (
@@ -65,21 +78,39 @@ class MessageStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(Conversation)
-class ConversationAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    """Conversations by user, model, reply status and date; search reaches every message's text."""
+def _log(request: HttpRequest, objects: QuerySet, message: str, flag: int = CHANGE) -> None:
+    """Write one admin log entry per object: who did what, and when."""
+    LogEntry.objects.log_actions(
+        user_id=request.user.pk, queryset=list(objects), action_flag=flag, change_message=message
+    )
 
-    list_display = ("__str__", "owner", "model", "thinking", "api_token", "created_at", "updated_at")
+
+def _download(body: str, filename: str, content_type: str) -> HttpResponse:
+    response = HttpResponse(body, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+@admin.register(Conversation)
+class ConversationAdmin(admin.ModelAdmin):
+    """Conversations by user, model, reply status, flag and date; search reaches every message's text."""
+
+    list_display = ("__str__", "owner", "model", "flagged", "api_token", "created_at", "updated_at")
     list_filter = (
+        "flagged",
         ("owner", admin.RelatedOnlyFieldListFilter),
         "model",
         MessageStatusFilter,
         ("api_token", admin.EmptyFieldListFilter),
         "created_at",
     )
-    search_fields = ("title", "owner__username", "messages__content", "messages__reasoning")
+    search_fields = ("title", "owner__username", "messages__content", "messages__reasoning", "review_notes")
     date_hierarchy = "created_at"
-    readonly_fields = (
+    fields = (
+        "flagged",
+        "review_notes",
+        "reviewed_by",
+        "reviewed_at",
         "id",
         "owner",
         "title",
@@ -90,15 +121,68 @@ class ConversationAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
+    readonly_fields = tuple(f for f in fields if f not in {"flagged", "review_notes"})
     inlines = (MessageInline,)
     list_select_related = ("owner", "api_token")
+    actions = ("flag", "unflag", "export_csv", "export_json")
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[Conversation], search_term: str
-    ) -> tuple[QuerySet[Conversation], bool]:
-        """Searching through messages joins many rows per conversation; show each once."""
-        results, _ = super().get_search_results(request, queryset, search_term)
-        return results.distinct(), False
+    def has_add_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Conversation, form: object, change: bool) -> None:
+        """Only the flag and the notes change (the rest is read-only); say who reviewed it."""
+        obj.reviewed_by, obj.reviewed_at = request.user, timezone.now()
+        Conversation.objects.filter(pk=obj.pk).update(
+            flagged=obj.flagged, review_notes=obj.review_notes, reviewed_by=request.user, reviewed_at=obj.reviewed_at
+        )
+
+    @admin.action(description="Flag for follow-up")
+    def flag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=True)
+        _log(request, queryset, "Flagged for follow-up.")
+        self.message_user(request, f"Flagged {count} conversation(s).", messages.SUCCESS)
+
+    @admin.action(description="Remove the flag")
+    def unflag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=False)
+        _log(request, queryset, "Flag removed.")
+        self.message_user(request, f"Unflagged {count} conversation(s).", messages.SUCCESS)
+
+    @admin.action(description="Export as CSV (one row per message)")
+    def export_csv(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        _log(request, queryset, "Exported as CSV.")
+        return _download(review.conversations_csv(conversations=queryset), "conversations.csv", "text/csv")
+
+    @admin.action(description="Export as JSON")
+    def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
+        _log(request, queryset, "Exported as JSON.")
+        return _download(review.conversations_json(conversations=queryset), "conversations.json", "application/json")
+
+    def get_urls(self) -> list:
+        return [
+            path("usage/", self.admin_site.admin_view(self.usage_view), name="chat_usage"),
+            *super().get_urls(),
+        ]
+
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
+        """Replies and tokens per user per day (the last N days), on a page or as CSV."""
+        days = int(request.GET.get("days", "30") or 30)
+        rows = review.usage_by_user_and_day(days=days)
+        if request.GET.get("format") == "csv":
+            lines = ["day,user,replies,prompt_tokens,completion_tokens,reasoning_tokens"]
+            lines += [
+                f"{r['day']},{r['conversation__owner__username']},{r['replies']},"
+                f"{r['prompt_tokens']},{r['completion_tokens']},{r['reasoning_tokens']}"
+                for r in rows
+            ]
+            return _download("\n".join(lines) + "\n", "usage.csv", "text/csv")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Usage per user and day",
+            "rows": rows,
+            "days": days,
+        }
+        return TemplateResponse(request, "admin/chat/usage.html", context)
 
 
 @admin.register(Message)
@@ -121,3 +205,28 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
         return obj.content[:80]
+
+
+User = get_user_model()
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class ChatUserAdmin(UserAdmin):
+    """Users, with their data on request: download it, or delete it with every conversation."""
+
+    actions = ("download_data",)
+
+    @admin.action(description="Download the user's data (JSON)")
+    def download_data(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
+        data = [review.user_data(user=user) for user in queryset]
+        _log(request, queryset, "Data exported on request.")
+        return _download(json.dumps(data, indent=2, ensure_ascii=False), "user-data.json", "application/json")
+
+    def delete_model(self, request: HttpRequest, obj: object) -> None:
+        """Deleting a user stops their replies and tells their open pages, then removes everything."""
+        review.user_delete(user=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for user in queryset:
+            review.user_delete(user=user)

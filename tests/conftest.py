@@ -185,3 +185,13 @@ def browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+def admin_change(client: Client, url: str, fields: dict[str, str]) -> Any:
+    """Submit an admin change form as a browser would: its hidden inputs (inline management forms) plus `fields`."""
+    import re
+
+    page = client.get(url).content.decode()
+    hidden = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page))
+    hidden.pop("csrfmiddlewaretoken", None)
+    return client.post(url, {**hidden, **fields})

@@ -1,0 +1,160 @@
+"""Staff review and data duties: flags and notes, exports, retention, and a user's data on request.
+
+Admin actions and management commands call these; each change a reviewer makes is written to the
+admin log (django.contrib.admin's LogEntry) by the caller, so the log says who did what and when.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from chat import services
+from chat.models import ApiToken, Conversation, Message
+from chat.serializers import conversation_to_dict, message_to_dict
+
+EXPORT_COLUMNS = [
+    "conversation_id",
+    "conversation_title",
+    "owner",
+    "message_id",
+    "created_at",
+    "role",
+    "status",
+    "active",
+    "model",
+    "content",
+    "reasoning",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "error_code",
+]
+
+
+def conversations_flag(*, conversations: QuerySet[Conversation], reviewer: AbstractBaseUser, flagged: bool) -> int:
+    """Flag or unflag conversations for follow-up, recording who reviewed them and when."""
+    return conversations.update(flagged=flagged, reviewed_by=reviewer, reviewed_at=timezone.now())
+
+
+def _export_rows(conversations: QuerySet[Conversation]) -> list[dict[str, Any]]:
+    messages = (
+        Message.objects.filter(conversation__in=conversations)
+        .select_related("conversation__owner")
+        .order_by("conversation_id", "created_at")
+    )
+    return [
+        {
+            "conversation_id": str(m.conversation_id),
+            "conversation_title": m.conversation.title,
+            "owner": m.conversation.owner.get_username(),
+            "message_id": str(m.id),
+            "created_at": m.created_at.isoformat(),
+            "role": m.role,
+            "status": m.status,
+            "active": m.active,
+            "model": m.upstream_model,
+            "content": m.content,
+            "reasoning": m.reasoning,
+            "prompt_tokens": m.prompt_tokens,
+            "completion_tokens": m.completion_tokens,
+            "reasoning_tokens": m.reasoning_tokens,
+            "error_code": m.error_code,
+        }
+        for m in messages
+    ]
+
+
+def conversations_csv(*, conversations: QuerySet[Conversation]) -> str:
+    """Every message of these conversations (all branches), one CSV row each."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
+    writer.writeheader()
+    writer.writerows(_export_rows(conversations))
+    return out.getvalue()
+
+
+def conversations_json(*, conversations: QuerySet[Conversation]) -> str:
+    """These conversations with every message (all branches) and the review fields, as JSON."""
+    data = []
+    for conversation in conversations.select_related("owner", "reviewed_by"):
+        item = conversation_to_dict(conversation)
+        item.update(
+            owner=conversation.owner.get_username(),
+            flagged=conversation.flagged,
+            review_notes=conversation.review_notes,
+            reviewed_by=conversation.reviewed_by.get_username() if conversation.reviewed_by else None,
+            messages=[{**message_to_dict(m), "active": m.active} for m in conversation.messages.order_by("created_at")],
+        )
+        data.append(item)
+    return json.dumps(data, indent=2, ensure_ascii=False)
+
+
+def usage_by_user_and_day(*, days: int = 30) -> list[dict[str, Any]]:
+    """Replies and tokens per user per UTC day, newest day first, over the last `days` days."""
+    since = timezone.now() - timedelta(days=days)
+    return list(
+        Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
+        .annotate(day=TruncDate("created_at"))
+        .values("day", "conversation__owner__username")
+        .annotate(
+            replies=Count("id"),
+            prompt_tokens=Sum("prompt_tokens", default=0),
+            completion_tokens=Sum("completion_tokens", default=0),
+            reasoning_tokens=Sum("reasoning_tokens", default=0),
+        )
+        .order_by("-day", "conversation__owner__username")
+    )
+
+
+def conversations_purge(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete conversations not updated for this many days (a reply still being written is kept)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Conversation.objects.filter(updated_at__lt=cutoff).exclude(messages__status=Message.Status.STREAMING)
+    count = old.count()
+    if not dry_run:
+        old.delete()
+    return count
+
+
+def user_data(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Everything stored about a user, for a data request: account, tokens (never their values), chats."""
+    conversations = Conversation.objects.filter(owner=user)
+    return {
+        "account": {
+            "username": user.get_username(),
+            "email": getattr(user, "email", ""),
+            "date_joined": user.date_joined.isoformat() if getattr(user, "date_joined", None) else None,
+            "last_login": user.last_login.isoformat() if user.last_login else None,
+        },
+        "api_tokens": [
+            {
+                "name": t.name,
+                "prefix": t.prefix,
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None,
+            }
+            for t in ApiToken.objects.filter(user=user)
+        ],
+        "conversations": json.loads(conversations_json(conversations=conversations)),
+    }
+
+
+def user_delete(*, user: AbstractBaseUser) -> int:
+    """Delete a user and everything of theirs; replies being written are stopped first."""
+    conversations = list(Conversation.objects.filter(owner=user))
+    with transaction.atomic():
+        for conversation in conversations:
+            services.conversation_delete(conversation=conversation)  # stops its reply, tells its sockets
+        user.delete()
+    return len(conversations)

@@ -105,3 +105,32 @@ def test_json_logs_carry_ids_and_never_a_key(capsys):
     data = json.loads(line)
     assert data["conversation_id"] == "c-1" and data["message_id"] == "m-1" and data["level"] == "WARNING"
     assert "sk-abcdef" not in line and "[redacted]" in data["message"]
+
+
+def test_check_deploy_is_clean_with_production_settings(tmp_path):
+    import os
+    import secrets
+    import subprocess
+    import sys
+
+    from tests.live import ROOT
+
+    env = {
+        **os.environ,
+        "DJANGO_HTTPS": "1",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+        "DJANGO_ALLOWED_HOSTS": "chat.example.com",
+        "DJANGO_CSRF_TRUSTED_ORIGINS": "https://chat.example.com",
+        "DJANGO_DEBUG": "",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues (0 silenced)" in result.stdout

@@ -28,6 +28,7 @@ test: $(VENV)/.test-deps
 	.ci/ensure-chromium
 	$(BIN)/ruff check chatsite chat tests bench
 	$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null
+	.ci/validate-deploy
 	$(BIN)/pytest
 	.ci/postgres-suite $(BIN)/python
 

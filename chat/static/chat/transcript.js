@@ -236,7 +236,130 @@ export class Transcript {
         tools.push(button("Regenerate", "", () => this.actions.regenerate(), "Write this reply again"));
       }
       view.tools.replaceChildren(...tools);
-      if (view === last && this.pinned !== false) this.root.scrollTop = this.root.scrollHeight;
+      if (view === last) this.scroll();
+    }
+  }
+
+  startEdit(view) {
+    view.editing = true;
+    const box = el("textarea", "edit-box");
+    box.value = view.data.content;
+    box.setAttribute("aria-label", "Edit your message");
+    box.rows = Math.min(12, view.data.content.split("\n").length + 1);
+    const stop = () => {
+      view.editing = false;
+      view.actionsKey = null;
+      form.remove();
+      view.content.hidden = false;
+      this.refreshActions();
+    };
+    const save = button("Send", "primary", () => {
+      if (!box.value.trim()) return;
+      this.actions.edit(view.data.id, box.value);
+      stop();
+    });
+    const cancel = button("Cancel", "", stop);
+    const form = el("div", "edit-form");
+    form.append(box, el("div", "edit-buttons"));
+    form.lastChild.append(save, cancel);
+    box.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") stop();
+      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        save.click();
+      }
+    });
+    view.content.hidden = true;
+    view.tools.replaceChildren();
+    view.content.after(form);
+    box.focus();
+  }
+
+  usageTotals() {
+    const totals = { tokens: 0, replies: 0 };
+    for (const view of this.views.values()) {
+      const usage = view.data.usage;
+      if (!usage) continue;
+      totals.tokens += usage.prompt_tokens + usage.completion_tokens;
+      totals.replies += 1;
+    }
+    return totals;
+  }
+
+  /** Follow the newest text unless the user scrolled up to read; then offer a jump back down. */
+  followScrolling(jumpButton) {
+    this.jumpButton = jumpButton;
+    this.pinned = true;
+    this.autoTop = 0;
+    const root = this.root;
+    const unpin = () => {
+      this.pinned = false;
+    };
+    // What the user does to read back: the wheel, a touch drag, keys; our own scrolling is told apart.
+    root.addEventListener("wheel", (event) => event.deltaY < 0 && unpin(), { passive: true });
+    root.addEventListener("touchmove", unpin, { passive: true });
+    root.addEventListener("keydown", (event) => ["ArrowUp", "PageUp", "Home"].includes(event.key) && unpin());
+    root.addEventListener("scroll", () => {
+      const atBottom = root.scrollHeight - root.scrollTop - root.clientHeight < 60;
+      if (atBottom) {
+        this.pinned = true;
+        jumpButton.hidden = true;
+      } else if (root.scrollTop + 2 < this.autoTop) {
+        unpin(); // moved up from where we put it: the scrollbar, or anything else
+      }
+    });
+    jumpButton.addEventListener("click", () => {
+      this.pinned = true;
+      jumpButton.hidden = true;
+      this.scroll();
+    });
+  }
+
+  scroll() {
+    const root = this.root;
+    if (this.pinned === false && root.scrollHeight - root.scrollTop - root.clientHeight < 60 && root.scrollTop >= this.autoTop) {
+      this.pinned = true; // unpinned, yet nothing was ever scrolled away from the bottom
+    }
+    if (this.pinned !== false) {
+      this.root.scrollTop = this.root.scrollHeight;
+      this.autoTop = this.root.scrollTop;
+    } else if (this.jumpButton) {
+      this.jumpButton.hidden = false;
+    }
+  }
+
+  /** Buttons under each message, for what can be done now (nothing that changes turns while a reply streams). */
+  refreshActions() {
+    const views = [...this.views.values()];
+    const last = views[views.length - 1];
+    for (const view of views) {
+      if (view.editing) continue;
+      const data = view.data;
+      // Rebuilt only when something they depend on changed, not on every delta.
+      const key = [data.id, data.status, Boolean(data.content), this.isStreaming, view === last, data.versions].join("|");
+      if (view.actionsKey === key) continue;
+      view.actionsKey = key;
+      const tools = [];
+      if (data.versions && data.versions.length > 1) {
+        const index = data.versions.indexOf(data.id);
+        const previous = button("‹", "version", () => this.actions.select(data.versions[index - 1]), "Previous version");
+        const next = button("›", "version", () => this.actions.select(data.versions[index + 1]), "Next version");
+        previous.disabled = index <= 0 || this.isStreaming;
+        next.disabled = index >= data.versions.length - 1 || this.isStreaming;
+        tools.push(previous, el("span", "version-count", `${index + 1} / ${data.versions.length}`), next);
+      }
+      if (data.content && data.status !== "streaming") {
+        const copy = button("Copy", "", () => copyWithFeedback(copy, data.content), `Copy this ${data.role === "user" ? "message" : "reply"}`);
+        tools.push(copy);
+      }
+      if (!this.isStreaming && data.role === "user") {
+        tools.push(button("Edit", "", () => this.startEdit(view), "Edit this message and send it again"));
+      }
+      if (!this.isStreaming && data.role === "assistant" && view === last) {
+        tools.push(button("Regenerate", "", () => this.actions.regenerate(), "Write this reply again"));
+      }
+      view.tools.replaceChildren(...tools);
+      if (view === last) this.scroll();
     }
   }
 
@@ -303,6 +426,10 @@ export class Transcript {
   }
 
   scroll() {
+    const root = this.root;
+    if (this.pinned === false && root.scrollHeight - root.scrollTop - root.clientHeight < 60 && root.scrollTop >= this.autoTop) {
+      this.pinned = true; // unpinned, yet nothing was ever scrolled away from the bottom
+    }
     if (this.pinned !== false) {
       this.root.scrollTop = this.root.scrollHeight;
     } else if (this.jumpButton) {

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench-frames
+.PHONY: run test lint bench bench-frames
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,8 @@ lint: $(VENV)/.test-deps
 bench-frames: $(VENV)/.test-deps
 	.ci/ensure-redis
 	$(BIN)/python -m bench.frames --tabs 4 --tokens 600 --rate 60
+
+# The relay benchmark behind docs/BENCHMARKS.md: every run, then the plot (about 10 minutes).
+bench: $(VENV)/.test-deps
+	$(BIN)/python -m bench.relay --matrix
+	$(BIN)/python -m bench.plot

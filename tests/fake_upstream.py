@@ -12,7 +12,9 @@ The last user message may carry a directive such as `[[fake tokens=40 delay=0.02
   `retry_after=S` sends a Retry-After header with those failures;
 - `queue=S` send only keep-alive comments for S seconds before the first chunk (a queued request);
 - `keepalive_after=N` after N chunks send only keep-alive comments, forever (a silent stall);
-- `finish=REASON` end with that finish reason (`length`, `content_filter`, ...).
+- `finish=REASON` end with that finish reason (`length`, `content_filter`, ...);
+- `stamp` each answer token is the wall-clock time it was sent, in ns (`1763800000123456789 `), so a
+  client on the same machine measures the latency of every token (bench/relay.py).
 
 The retired model ids answer 400, as DeepSeek does since 2026-07-24.
 
@@ -57,6 +59,7 @@ class Script:
     queue: float = 0.0
     keepalive_after: int = -1
     finish: str = "stop"
+    stamp: bool = False
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Script:
@@ -71,6 +74,8 @@ class Script:
             key, _, value = part.partition("=")
             if key == "no_finish":
                 script.no_finish = True
+            elif key == "stamp":
+                script.stamp = True
             elif key == "echo":
                 script.echo = DIRECTIVE.sub("", str(users[-1].get("content", ""))).strip()
             elif key in {"delay", "first", "queue"}:
@@ -240,6 +245,8 @@ class FakeUpstream:
                 while True:
                     await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
                     await asyncio.sleep(0.1)
+            if script.stamp and delta.get("content"):
+                delta = {"content": f"{time.time_ns()} "}
             await send({"type": "http.response.body", "body": chunk(delta), "more_body": True})
             record.chunks_sent += 1
             if script.delay:

@@ -1,0 +1,379 @@
+"""The relay benchmark: what the site adds between DeepSeek and the screen, however many tabs watch.
+
+`make bench` (or `python -m bench.relay --streams 50 --tabs 2 --processes 2`) starts its own Redis
+(TCP or a Unix socket), the fake DeepSeek in a process of its own streaming at a realistic pace
+(60 tokens/s, first token after 300 ms, each token stamped with the wall-clock time it was sent),
+N daphne processes, and S streams x T tabs. It prints, per run:
+
+- the latency added per token, from the fake's send to a tab's receive on one clock (p50/p95/p99),
+  with the site's coalescing window as configured (`--coalesce`, 0 = none);
+- the added time to first token (site minus direct);
+- frames per token, sequence gaps, CPU seconds per 1,000 tokens delivered, and CPU use;
+- the same streams read straight from the fake with the openai SDK, and the ratio site / direct.
+
+`--idle-sockets K` measures RSS per idle authenticated socket instead; `--matrix` runs the whole
+set behind docs/BENCHMARKS.md and writes bench/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import websockets
+
+from tests.fake_upstream import free_port
+from tests.live import ROOT, LiveSite, sign_up, socket_headers
+
+TICKS = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of some values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+class OwnRedis:
+    """A Redis of the benchmark's own, on a TCP port or a Unix socket."""
+
+    def __init__(self, tmp: Path, *, unix: bool) -> None:
+        self.port = free_port()
+        self.socket = tmp / "redis.sock"
+        args = ["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        if unix:
+            args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+            self.url = f"unix://{self.socket}?db=0"
+        else:
+            args += ["--port", str(self.port)]
+            self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url).ping():
+                    return
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("the benchmark's Redis did not start")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+class FakeProcess:
+    """The fake DeepSeek in a process of its own, so its CPU is not the site's or the tabs'."""
+
+    def __init__(self) -> None:
+        code = (
+            "import time, sys; from tests.fake_upstream import FakeUpstreamServer; "
+            "s = FakeUpstreamServer().start(); print(s.base_url, flush=True); time.sleep(10**9)"
+        )
+        self.process = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        self.base_url = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class Stream:
+    """One reply watched by T tabs: what they received, and when."""
+
+    conversation_id: str
+    sent_at_ns: int = 0
+    first_at_ns: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    frames: int = 0
+    tokens: int = 0
+    gaps: int = 0
+    completed: int = 0
+
+
+async def watch(url: str, stream: Stream, headers: dict[str, str], ready: asyncio.Event, sender: bool) -> None:
+    """One tab: a socket that records every token's latency until the reply completes."""
+    ws_url = url.replace("http://", "ws://") + f"/ws/conversations/{stream.conversation_id}/"
+    async with websockets.connect(ws_url, additional_headers=headers, max_size=None, open_timeout=60) as ws:
+        json.loads(await ws.recv())  # conversation.state
+        ready.set()
+        if sender:
+            await stream_start.wait()
+            await asyncio.sleep(random.uniform(0, 1.0))  # streams start spread over a second, as people do
+            stream.sent_at_ns = time.time_ns()
+            await ws.send(json.dumps({"type": "message.send", "content": stream_prompt}))
+        seq = 0
+        async for raw in ws:
+            now = time.time_ns()
+            event = json.loads(raw)
+            kind = event["type"]
+            if kind == "message.delta":
+                if event["seq"] != seq + 1:
+                    stream.gaps += 1
+                seq = event["seq"]
+                stamps = event.get("content", "").split()
+                stream.frames += 1
+                stream.tokens += len(stamps)
+                stream.latencies_ms += [(now - int(s)) / 1e6 for s in stamps]
+                if sender and not stream.first_at_ns:
+                    stream.first_at_ns = now
+            elif kind == "message.completed":
+                stream.completed += 1
+                return
+
+
+stream_start = asyncio.Event()
+stream_prompt = ""
+
+
+async def direct_baseline(base_url: str, streams: int, prompt: str) -> dict[str, Any]:
+    """The same streams read straight from the fake DeepSeek with the openai SDK."""
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+
+    async def one() -> None:
+        await asyncio.sleep(random.uniform(0, 1.0))
+        started = time.time_ns()
+        first = 0
+        response = await client.chat.completions.create(
+            model="deepseek-v4-flash", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+        async for chunk in response:
+            now = time.time_ns()
+            text = chunk.choices[0].delta.content if chunk.choices else None
+            for stamp in (text or "").split():
+                latencies.append((now - int(stamp)) / 1e6)
+                if not first:
+                    first = now
+        ttfts.append((first - started) / 1e6)
+
+    await asyncio.gather(*(one() for _ in range(streams)))
+    await client.close()
+    return {
+        "latency_ms": {p: percentile(latencies, p) for p in (50, 95, 99)},
+        "ttft_ms_median": statistics.median(ttfts),
+    }
+
+
+def _new_user(url: str, streams: int) -> tuple[list[str], dict[str, str]]:
+    client = sign_up(url, f"bench{random.randrange(10**9)}")
+    try:
+        ids = []
+        for _ in range(streams):
+            made = client.post(
+                "/api/conversations/", json={"thinking": False}, headers={"X-CSRFToken": client.cookies["csrftoken"]}
+            )
+            ids.append(made.json()["id"])
+        return ids, socket_headers(client, url)
+    finally:
+        client.close()
+
+
+async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
+    """One run: S streams x T tabs on N processes; returns every figure."""
+    global stream_prompt
+    random.seed(1)
+    stream_start.clear()
+    stream_prompt = f"bench [[fake tokens={args.tokens} delay={1 / args.rate:.5f} first={args.first} stamp]]"
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_server = OwnRedis(Path(tmp), unix=args.redis == "unix")
+        fake = FakeProcess()
+        env = {
+            "DEEPSEEK_API_KEY": "sk-bench",
+            "DEEPSEEK_BASE_URL": fake.base_url,
+            "CHAT_COALESCE_SECONDS": str(args.coalesce),
+            "CHAT_CHANNEL_LAYER": args.layer,
+            "CHAT_LIMIT_MESSAGES_PER_MINUTE": "0",
+            "CHAT_LIMIT_CONCURRENT_REPLIES": "0",
+            "DJANGO_LOG_LEVEL": "WARNING",
+        }
+        site = LiveSite(Path(tmp), redis_url=redis_server.url, env=env)
+        try:
+            urls = [site.start() for _ in range(args.processes)]
+            ids, headers = await asyncio.to_thread(_new_user, urls[0], args.streams)
+            streams = [Stream(conversation_id=i) for i in ids]
+            tasks = []
+            for index, stream in enumerate(streams):
+                for tab in range(args.tabs):
+                    url = urls[(index + tab) % len(urls)]
+                    ready = asyncio.Event()
+                    tasks.append(
+                        asyncio.ensure_future(watch(url, stream, {**headers, "Origin": url}, ready, sender=tab == 0))
+                    )
+                    await asyncio.wait_for(ready.wait(), 60)
+            pids = [process.pid for process, _, _ in site.processes]
+            site_cpu_before = sum(cpu_seconds(pid) for pid in pids)
+            redis_cpu_before = cpu_seconds(redis_server.process.pid)
+            started = time.monotonic()
+            stream_start.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), args.tokens / args.rate + 120)
+            wall = time.monotonic() - started
+            site_cpu = sum(cpu_seconds(pid) for pid in pids) - site_cpu_before
+            redis_cpu = cpu_seconds(redis_server.process.pid) - redis_cpu_before
+            direct = await direct_baseline(fake.base_url.rstrip("/"), args.streams, stream_prompt)
+        finally:
+            site.stop()
+            fake.stop()
+            redis_server.stop()
+    latencies = [v for s in streams for v in s.latencies_ms]
+    delivered = sum(s.tokens for s in streams)
+    site_ttft = statistics.median((s.first_at_ns - s.sent_at_ns) / 1e6 for s in streams if s.first_at_ns)
+    result = {
+        "config": {k: getattr(args, k) for k in ("processes", "streams", "tabs", "tokens", "rate", "first")}
+        | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis},
+        "latency_ms": {p: round(percentile(latencies, p), 2) for p in (50, 95, 99)},
+        "direct_latency_ms": {p: round(v, 2) for p, v in direct["latency_ms"].items()},
+        "ttft_ms_median": round(site_ttft, 1),
+        "direct_ttft_ms_median": round(direct["ttft_ms_median"], 1),
+        "frames_per_token": round(sum(s.frames for s in streams) / max(delivered, 1), 3),
+        "gaps": sum(s.gaps for s in streams),
+        "complete_tabs": sum(s.completed for s in streams),
+        "tokens_delivered": delivered,
+        "cpu_s_per_1000_tokens": round((site_cpu + redis_cpu) / max(delivered, 1) * 1000, 3),
+        "cpu_percent_of_machine": round((site_cpu + redis_cpu) / wall / CORES * 100, 1),
+        "site_cpu_s": round(site_cpu, 2),
+        "redis_cpu_s": round(redis_cpu, 2),
+        "wall_s": round(wall, 2),
+    }
+    result["added_ttft_ms"] = round(result["ttft_ms_median"] - result["direct_ttft_ms_median"], 1)
+    result["ratio_p50_site_to_direct"] = round(result["latency_ms"][50] / max(result["direct_latency_ms"][50], 1e-3), 1)
+    return result
+
+
+async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
+    """RSS of one daphne process per idle authenticated conversation socket."""
+    with tempfile.TemporaryDirectory() as tmp:
+        redis_server = OwnRedis(Path(tmp), unix=args.redis == "unix")
+        site = LiveSite(Path(tmp), redis_url=redis_server.url, env={"DJANGO_LOG_LEVEL": "WARNING"})
+        sockets = []
+        try:
+            url = site.start()
+            pid = site.processes[0][0].pid
+            ids, headers = await asyncio.to_thread(_new_user, url, 1)
+            ws_url = url.replace("http://", "ws://") + f"/ws/conversations/{ids[0]}/"
+            headers = {**headers, "Origin": url}
+
+            async def connect() -> Any:
+                ws = await websockets.connect(ws_url, additional_headers=headers, open_timeout=120, ping_interval=None)
+                await ws.recv()
+                return ws
+
+            sockets += [await connect() for _ in range(20)]  # warm up: code paths, pools
+            await asyncio.sleep(1)
+            before = rss_kib(pid)
+            for start in range(0, args.idle_sockets, 100):
+                sockets += await asyncio.gather(*(connect() for _ in range(min(100, args.idle_sockets - start))))
+            await asyncio.sleep(2)
+            after = rss_kib(pid)
+            return {
+                "idle_sockets": args.idle_sockets,
+                "rss_before_kib": before,
+                "rss_after_kib": after,
+                "kib_per_socket": round((after - before) / args.idle_sockets, 1),
+            }
+        finally:
+            for ws in sockets:
+                await ws.close()
+            site.stop()
+            redis_server.stop()
+
+
+def _args(**overrides: Any) -> argparse.Namespace:
+    base = dict(
+        processes=2, streams=50, tabs=2, tokens=300, rate=60.0, first=0.3, coalesce=0.05, layer="core", redis="tcp"
+    )
+    return argparse.Namespace(**{**base, **overrides})
+
+
+async def run_matrix(out: Path) -> None:
+    """Every run behind docs/BENCHMARKS.md, printed and saved as JSON."""
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": CORES,
+            "cpu": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "kernel": platform.release(),
+        },
+        "runs": [],
+    }
+    plan = [
+        # Pure relay latency: no coalescing window, moderate load.
+        _args(streams=20, coalesce=0.0),
+        # The layers and the Redis transports, at the default window.
+        *[_args(layer=layer, redis=transport) for layer in ("core", "pubsub") for transport in ("tcp", "unix")],
+        # The load sweep: 2 tabs per stream on 2 processes.
+        *[_args(streams=s) for s in (10, 25, 50, 100, 150)],
+    ]
+    for args in plan:
+        result = await run_relay(args)
+        print(json.dumps(result), flush=True)
+        results["runs"].append(result)
+    idle = await run_idle(argparse.Namespace(idle_sockets=2000, redis="tcp"))
+    print(json.dumps(idle), flush=True)
+    results["idle"] = idle
+    await asyncio.to_thread(out.write_text, json.dumps(results, indent=1))
+    print(f"wrote {out}")
+
+
+def main() -> None:
+    """Parse the options and run one benchmark, the idle-socket measure, or the whole matrix."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of sockets, here and in daphne
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--tabs", type=int, default=2)
+    parser.add_argument("--tokens", type=int, default=300)
+    parser.add_argument("--rate", type=float, default=60.0, help="tokens per second per stream")
+    parser.add_argument("--first", type=float, default=0.3, help="seconds before the first token")
+    parser.add_argument("--coalesce", type=float, default=0.05, help="the site's CHAT_COALESCE_SECONDS")
+    parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
+    parser.add_argument("--redis", choices=["tcp", "unix"], default="tcp")
+    parser.add_argument("--idle-sockets", type=int, default=0, help="measure RSS per idle socket instead")
+    parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
+    args = parser.parse_args()
+    if args.matrix:
+        asyncio.run(run_matrix(ROOT / "bench" / "results.json"))
+    elif args.idle_sockets:
+        print(json.dumps(asyncio.run(run_idle(args)), indent=1))
+    else:
+        print(json.dumps(asyncio.run(run_relay(args)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

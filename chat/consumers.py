@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -15,6 +16,20 @@ from chat.streams import DeltaFilter
 from chatsite import logs
 
 logger = logging.getLogger(__name__)
+
+# This process's open sockets, so they can all be told to reconnect when Redis has restarted.
+LIVE: weakref.WeakSet[AsyncWebsocketConsumer] = weakref.WeakSet()
+
+
+async def close_all_for_resync() -> int:
+    """Close this process's sockets with 1012 so each page reconnects, rejoins and resyncs (Redis restarted)."""
+    consumers = list(LIVE)
+    for consumer in consumers:
+        try:
+            await consumer.close(code=1012)
+        except Exception:
+            logger.warning("could not close a socket for resync", exc_info=True)
+    return len(consumers)
 
 
 class ConversationConsumer(AsyncWebsocketConsumer):
@@ -41,6 +56,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
         # Deltas at or below the seq this socket has shown are dropped; a gap makes it resync.
         self.deltas = DeltaFilter()
         await self.accept()
+        LIVE.add(self)
         metrics.OPEN_SOCKETS.labels(kind="conversation").inc()
         await self.channel_layer.group_add(self.group, self.channel_name)
         # The owner's group carries conversation.updated/deleted for all their conversations (sidebar).
@@ -50,6 +66,7 @@ class ConversationConsumer(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups; any reply goes on without this socket."""
+        LIVE.discard(self)
         if hasattr(self, "group"):
             metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -171,11 +188,13 @@ class SidebarConsumer(AsyncWebsocketConsumer):
             return
         self.user_group = events.user_group(user.id)
         await self.accept()
+        LIVE.add(self)
         metrics.OPEN_SOCKETS.labels(kind="sidebar").inc()
         await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
         """Leave the group."""
+        LIVE.discard(self)
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
             await self.channel_layer.group_discard(self.user_group, self.channel_name)

@@ -62,6 +62,10 @@ class StreamStore(Protocol):
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         """Say that a live process is still writing the reply."""
 
+    async def epoch(self) -> str | None:
+        """An id that changes when the shared store restarts (and forgets groups); None for memory."""
+        ...
+
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         """Whether a live process is writing the reply."""
 
@@ -115,6 +119,9 @@ class LocalStreamStore:
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         self._leases[message_id] = time.monotonic() + settings.CHAT_REPLY_LEASE_SECONDS
+
+    async def epoch(self) -> str | None:
+        return None
 
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         return self.has_lease_sync(message_id)
@@ -211,6 +218,9 @@ class RedisStreamStore:
     async def renew_lease(self, message_id: uuid.UUID) -> None:
         ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)
         await self._client().set(self._lease_key(message_id), "1", px=ttl_ms)
+
+    async def epoch(self) -> str | None:
+        return str((await self._client().info("server"))["run_id"])
 
     async def has_lease(self, message_id: uuid.UUID) -> bool:
         return bool(await self._client().exists(self._lease_key(message_id)))

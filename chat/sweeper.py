@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 INTERRUPTED_DETAIL = "The server writing this reply stopped before it finished; the text so far was kept."
 
 _task: asyncio.Task[None] | None = None
+_watch: asyncio.Task[None] | None = None
+REDIS_WATCH_SECONDS = 1.0
 
 
 def _streaming_reply_ids() -> list[uuid.UUID]:
@@ -73,9 +75,34 @@ async def _run() -> None:
         await asyncio.sleep(interval)
 
 
+async def _watch_redis() -> None:
+    """On a new Redis run id (it forgot every group), close this process's sockets so pages resync.
+
+    A socket whose receive never failed during the outage would otherwise stay deaf.
+    """
+    from chat.consumers import close_all_for_resync
+
+    store = get_store()
+    known: str | None = None
+    while True:
+        try:
+            epoch = await store.epoch()
+            if epoch is None:
+                return  # in-memory: nothing to watch
+            if known is not None and epoch != known:
+                closed = await close_all_for_resync()
+                logger.warning("Redis restarted; %d sockets asked to reconnect and resync", closed)
+            known = epoch
+        except Exception:
+            logger.debug("Redis watch failed", exc_info=True)
+        await asyncio.sleep(REDIS_WATCH_SECONDS)
+
+
 def ensure_running() -> None:
-    """Start this process's sweeper on the running loop, once."""
-    global _task
+    """Start this process's sweeper and Redis watch on the running loop, once."""
+    global _task, _watch
     loop = asyncio.get_running_loop()
     if _task is None or _task.done() or _task.get_loop() is not loop:
         _task = loop.create_task(_run(), name="reply-sweeper")
+    if _watch is None or _watch.done() or _watch.get_loop() is not loop:
+        _watch = loop.create_task(_watch_redis(), name="redis-watch")

@@ -239,12 +239,23 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             pids = [process.pid for process, _, _ in site.processes]
             site_cpu_before = sum(cpu_seconds(pid) for pid in pids)
             redis_cpu_before = cpu_seconds(redis_server.process.pid)
+            client_cpu_before = cpu_seconds(os.getpid())
+            fake_cpu_before = cpu_seconds(fake.process.pid)
             started = time.monotonic()
             stream_start.set()
-            await asyncio.wait_for(asyncio.gather(*tasks), args.tokens / args.rate + 120)
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*tasks, return_exceptions=True), args.tokens / args.rate + 120
+            )
+            failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+            if failures:
+                print(f"{len(failures)} tabs failed, e.g. {failures[0]}", file=sys.stderr)
+                for _, port, _ in site.processes:
+                    print(site.log(port)[-3000:], file=sys.stderr)
             wall = time.monotonic() - started
             site_cpu = sum(cpu_seconds(pid) for pid in pids) - site_cpu_before
             redis_cpu = cpu_seconds(redis_server.process.pid) - redis_cpu_before
+            client_cpu = cpu_seconds(os.getpid()) - client_cpu_before
+            fake_cpu = cpu_seconds(fake.process.pid) - fake_cpu_before
             direct = await direct_baseline(fake.base_url.rstrip("/"), args.streams, stream_prompt)
         finally:
             site.stop()
@@ -262,12 +273,16 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         "direct_ttft_ms_median": round(direct["ttft_ms_median"], 1),
         "frames_per_token": round(sum(s.frames for s in streams) / max(delivered, 1), 3),
         "gaps": sum(s.gaps for s in streams),
+        "tabs_failed": len(failures),
         "complete_tabs": sum(s.completed for s in streams),
         "tokens_delivered": delivered,
         "cpu_s_per_1000_tokens": round((site_cpu + redis_cpu) / max(delivered, 1) * 1000, 3),
         "cpu_percent_of_machine": round((site_cpu + redis_cpu) / wall / CORES * 100, 1),
         "site_cpu_s": round(site_cpu, 2),
         "redis_cpu_s": round(redis_cpu, 2),
+        # The load itself runs on the same cores: the tabs (this process) and the fake DeepSeek.
+        "tabs_client_cpu_percent": round(client_cpu / wall / CORES * 100, 1),
+        "fake_upstream_cpu_percent": round(fake_cpu / wall / CORES * 100, 1),
         "wall_s": round(wall, 2),
     }
     result["added_ttft_ms"] = round(result["ttft_ms_median"] - result["direct_ttft_ms_median"], 1)

@@ -154,16 +154,19 @@ WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
+    # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels_redis blocks for in
+    # BZPOPMIN: an idle process's receive then times out and kills a socket every 5 s. Read longer.
+    _LAYER_HOST = {"address": REDIS_URL, "socket_timeout": 30, "socket_keepalive": True}
     # CHAT_CHANNEL_LAYER=pubsub picks channels_redis' RedisPubSubChannelLayer (see docs/BENCHMARKS.md).
     if env_str("CHAT_CHANNEL_LAYER", "core") == "pubsub":
         CHANNEL_LAYERS = {
-            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_LAYER_HOST]}}
         }
     else:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+                "CONFIG": {"hosts": [_LAYER_HOST], "capacity": 1500, "expiry": 30},
             }
         }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -22,11 +22,11 @@ LIVE: weakref.WeakSet[AsyncWebsocketConsumer] = weakref.WeakSet()
 
 
 async def close_all_for_resync() -> int:
-    """Close this process's sockets with 1012 so each page reconnects, rejoins and resyncs (Redis restarted)."""
+    """Close this process's sockets (4012) so each page reconnects, rejoins and resyncs (Redis restarted)."""
     consumers = list(LIVE)
     for consumer in consumers:
         try:
-            await consumer.close(code=1012)
+            await consumer.close(code=4012)  # daphne only sends 1000 or 3000-4999
         except Exception:
             logger.warning("could not close a socket for resync", exc_info=True)
     return len(consumers)

@@ -36,8 +36,7 @@ from typing import Any
 import openai
 import websockets
 
-from tests.fake_upstream import free_port
-from tests.live import ROOT, LiveSite, sign_up, socket_headers
+from tests.live import ROOT, LiveSite, OwnRedis, sign_up, socket_headers
 
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
@@ -63,36 +62,6 @@ def percentile(values: list[float], p: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
-
-
-class OwnRedis:
-    """A Redis of the benchmark's own, on a TCP port or a Unix socket."""
-
-    def __init__(self, tmp: Path, *, unix: bool) -> None:
-        self.port = free_port()
-        self.socket = tmp / "redis.sock"
-        args = ["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
-        if unix:
-            args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
-            self.url = f"unix://{self.socket}?db=0"
-        else:
-            args += ["--port", str(self.port)]
-            self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("the benchmark's Redis did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 class FakeProcess:
@@ -211,7 +180,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
     stream_start.clear()
     stream_prompt = f"bench [[fake tokens={args.tokens} delay={1 / args.rate:.5f} first={args.first} stamp]]"
     with tempfile.TemporaryDirectory() as tmp:
-        redis_server = OwnRedis(Path(tmp), unix=args.redis == "unix")
+        redis_server = OwnRedis(socket_dir=Path(tmp) if args.redis == "unix" else None).start()
         fake = FakeProcess()
         env = {
             "DEEPSEEK_API_KEY": "sk-bench",
@@ -293,7 +262,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
 async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
     """RSS of one daphne process per idle authenticated conversation socket."""
     with tempfile.TemporaryDirectory() as tmp:
-        redis_server = OwnRedis(Path(tmp), unix=args.redis == "unix")
+        redis_server = OwnRedis(socket_dir=Path(tmp) if args.redis == "unix" else None).start()
         site = LiveSite(Path(tmp), redis_url=redis_server.url, env={"DJANGO_LOG_LEVEL": "WARNING"})
         sockets = []
         try:

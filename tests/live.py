@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
 
 from tests.fake_upstream import free_port
 
@@ -23,6 +24,40 @@ PASSWORD = "e2e-Long-passphrase-1"
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+
+
+class OwnRedis:
+    """A Redis of its own, on a free TCP port or a Unix socket in `socket_dir`, that can be restarted."""
+
+    def __init__(self, *, socket_dir: Path | None = None) -> None:
+        self.port = free_port()
+        self.socket = socket_dir / "redis.sock" if socket_dir is not None else None
+        self.url = f"unix://{self.socket}?db=0" if self.socket else f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OwnRedis:
+        """Start it (again, on the same address) and return once it answers."""
+        args = ["redis-server", "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]
+        if self.socket:
+            args += ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
+        else:
+            args += ["--port", str(self.port)]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url).ping():
+                    return self
+            except redis.RedisError:
+                time.sleep(0.05)
+        raise RuntimeError("own Redis did not start")
+
+    def stop(self) -> None:
+        """Stop it, as a crash or a restart would."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
 
 
 class LiveSite:

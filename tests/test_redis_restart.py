@@ -4,56 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.fake_upstream import FakeUpstreamServer, answer_text, free_port
-from tests.live import LiveSite, new_conversation
+from tests.fake_upstream import FakeUpstreamServer, answer_text
+from tests.live import LiveSite, OwnRedis, new_conversation
 from tests.tabs import Tab
 
 pytestmark = pytest.mark.e2e
-
-
-class OwnRedis:
-    """A Redis of this test's own, on its own port, that the test can restart."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            except redis.RedisError:
-                time.sleep(0.05)
-        raise RuntimeError("own Redis did not start")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
 
 
 @pytest.fixture
 def own_redis() -> Iterator[OwnRedis]:
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is needed (make test installs it)")
-    server = OwnRedis()
-    server.start()
+    server = OwnRedis().start()
     yield server
     server.stop()
 

@@ -156,7 +156,9 @@ REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
     # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels_redis blocks for in
     # BZPOPMIN: an idle process's receive then times out and kills a socket every 5 s. Read longer.
-    _LAYER_HOST = {"address": REDIS_URL, "socket_timeout": 30, "socket_keepalive": True}
+    _LAYER_HOST = {"address": REDIS_URL, "socket_timeout": 30}
+    if not REDIS_URL.startswith("unix:"):  # a Unix-socket connection refuses socket_keepalive (TypeError)
+        _LAYER_HOST["socket_keepalive"] = True
     # CHAT_CHANNEL_LAYER=pubsub picks channels_redis' RedisPubSubChannelLayer (see docs/BENCHMARKS.md).
     if env_str("CHAT_CHANNEL_LAYER", "core") == "pubsub":
         CHANNEL_LAYERS = {

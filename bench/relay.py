@@ -36,6 +36,7 @@ from typing import Any
 import openai
 import websockets
 
+from bench import profile
 from tests.live import ROOT, LiveSite, OwnRedis, sign_up, socket_headers
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -212,6 +213,10 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             fake_cpu_before = cpu_seconds(fake.process.pid)
             started = time.monotonic()
             stream_start.set()
+            spies = []
+            if args.profile:  # sample the middle of the run, when every stream is flowing
+                await asyncio.sleep(1.5)
+                spies = profile.record(pids, args.tokens / args.rate - 2, Path(args.profile))
             outcomes = await asyncio.wait_for(
                 asyncio.gather(*tasks, return_exceptions=True), args.tokens / args.rate + 120
             )
@@ -221,6 +226,8 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
                 for _, port, _ in site.processes:
                     print(site.log(port)[-3000:], file=sys.stderr)
             wall = time.monotonic() - started
+            for spy in spies:
+                await asyncio.to_thread(spy.wait)
             site_cpu = sum(cpu_seconds(pid) for pid in pids) - site_cpu_before
             redis_cpu = cpu_seconds(redis_server.process.pid) - redis_cpu_before
             client_cpu = cpu_seconds(os.getpid()) - client_cpu_before
@@ -299,7 +306,16 @@ async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
 
 def _args(**overrides: Any) -> argparse.Namespace:
     base = dict(
-        processes=2, streams=50, tabs=2, tokens=300, rate=60.0, first=0.3, coalesce=0.05, layer="core", redis="tcp"
+        processes=2,
+        streams=50,
+        tabs=2,
+        tokens=300,
+        rate=60.0,
+        first=0.3,
+        coalesce=0.05,
+        layer="core",
+        redis="tcp",
+        profile=None,
     )
     return argparse.Namespace(**{**base, **overrides})
 
@@ -351,6 +367,7 @@ def main() -> None:
     parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
     parser.add_argument("--redis", choices=["tcp", "unix"], default="tcp")
     parser.add_argument("--idle-sockets", type=int, default=0, help="measure RSS per idle socket instead")
+    parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")
     parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
     args = parser.parse_args()
     if args.matrix:

@@ -313,7 +313,7 @@ def _args(**overrides: Any) -> argparse.Namespace:
         rate=60.0,
         first=0.3,
         coalesce=0.05,
-        layer="core",
+        layer="pubsub",
         redis="tcp",
         profile=None,
     )
@@ -364,7 +364,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=60.0, help="tokens per second per stream")
     parser.add_argument("--first", type=float, default=0.3, help="seconds before the first token")
     parser.add_argument("--coalesce", type=float, default=0.05, help="the site's CHAT_COALESCE_SECONDS")
-    parser.add_argument("--layer", choices=["core", "pubsub"], default="core")
+    parser.add_argument("--layer", choices=["core", "pubsub"], default="pubsub")
     parser.add_argument("--redis", choices=["tcp", "unix"], default="tcp")
     parser.add_argument("--idle-sockets", type=int, default=0, help="measure RSS per idle socket instead")
     parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")

@@ -159,17 +159,19 @@ if REDIS_URL:
     _LAYER_HOST = {"address": REDIS_URL, "socket_timeout": 30}
     if not REDIS_URL.startswith("unix:"):  # a Unix-socket connection refuses socket_keepalive (TypeError)
         _LAYER_HOST["socket_keepalive"] = True
-    # CHAT_CHANNEL_LAYER=pubsub picks channels_redis' RedisPubSubChannelLayer (see docs/BENCHMARKS.md).
-    if env_str("CHAT_CHANNEL_LAYER", "core") == "pubsub":
-        CHANNEL_LAYERS = {
-            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_LAYER_HOST]}}
-        }
-    else:
+    # Redis pub/sub by default: a delta is one PUBLISH, and each process reads many per round trip;
+    # channels_redis' list-based core layer pops one message per round trip per process, which fell
+    # behind by seconds at 20 streams x 2 tabs (docs/BENCHMARKS.md). CHAT_CHANNEL_LAYER=core keeps it.
+    if env_str("CHAT_CHANNEL_LAYER", "pubsub") == "core":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 "CONFIG": {"hosts": [_LAYER_HOST], "capacity": 1500, "expiry": 30},
             }
+        }
+    else:
+        CHANNEL_LAYERS = {
+            "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_LAYER_HOST]}}
         }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:

@@ -74,7 +74,7 @@ def redis_layer(settings: Any) -> Iterator[str]:
     redis.Redis.from_url(TEST_REDIS_URL).flushdb()
     settings.REDIS_URL = TEST_REDIS_URL
     settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [TEST_REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [TEST_REDIS_URL]}}
     }
     streamstate.reset_store()
     channel_layers.backends.clear()

@@ -42,5 +42,7 @@ bench-frames: $(VENV)/.test-deps
 
 # The relay benchmark behind docs/BENCHMARKS.md: every run, then the plot (about 10 minutes).
 bench: $(VENV)/.test-deps
+	.ci/ensure-redis
 	$(BIN)/python -m bench.relay --matrix
 	$(BIN)/python -m bench.plot
+	$(BIN)/python -m bench.report

@@ -242,7 +242,8 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
     site_ttft = statistics.median((s.first_at_ns - s.sent_at_ns) / 1e6 for s in streams if s.first_at_ns)
     result = {
         "config": {k: getattr(args, k) for k in ("processes", "streams", "tabs", "tokens", "rate", "first")}
-        | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis},
+        | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis}
+        | {"database": "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"},
         "latency_ms": {p: round(percentile(latencies, p), 2) for p in (50, 95, 99)},
         "direct_latency_ms": {p: round(v, 2) for p, v in direct["latency_ms"].items()},
         "ttft_ms_median": round(site_ttft, 1),
@@ -262,6 +263,9 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 2),
     }
     result["added_ttft_ms"] = round(result["ttft_ms_median"] - result["direct_ttft_ms_median"], 1)
+    result["added_latency_ms"] = {
+        p: round(result["latency_ms"][p] - result["direct_latency_ms"][p], 2) for p in (50, 95, 99)
+    }
     result["ratio_p50_site_to_direct"] = round(result["latency_ms"][50] / max(result["direct_latency_ms"][50], 1e-3), 1)
     return result
 
@@ -304,6 +308,23 @@ async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
             redis_server.stop()
 
 
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "")
+    memory = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line)
+    redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    return {
+        "cpus": CORES,
+        "cpu": model or platform.machine(),
+        "memory_gib": round(int(memory) / 2**20, 1),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "redis": next((w.split("=")[1] for w in redis_version if w.startswith("v=")), ""),
+        "database": "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite",
+    }
+
+
 def _args(**overrides: Any) -> argparse.Namespace:
     base = dict(
         processes=2,
@@ -323,23 +344,24 @@ def _args(**overrides: Any) -> argparse.Namespace:
 async def run_matrix(out: Path) -> None:
     """Every run behind docs/BENCHMARKS.md, printed and saved as JSON."""
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": CORES,
-            "cpu": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-            "kernel": platform.release(),
-        },
+        "machine": machine(),
+        "command": " ".join(["python -m bench.relay", *sys.argv[1:]]),
         "runs": [],
     }
     plan = [
-        # Pure relay latency (no coalescing window) at low load, for each layer and Redis transport.
+        # Pure relay latency (no coalescing window) at light load, for each layer and Redis transport.
         *[
             _args(streams=5, coalesce=0.0, layer=layer, redis=transport)
-            for layer in ("core", "pubsub")
+            for layer in ("pubsub", "core")
             for transport in ("tcp", "unix")
         ],
-        # The load sweep at the default 50 ms window: 2 tabs per stream on 2 processes.
-        *[_args(streams=s) for s in (10, 25, 50, 100)],
+        # The same light load with the default 50 ms window, and one stream watched by many tabs.
+        _args(streams=5),
+        _args(streams=5, tabs=20),
+        # The load sweep at the defaults (pub/sub, TCP, 50 ms window): 2 tabs per stream on 2 processes.
+        *[_args(streams=s) for s in (10, 25, 50, 75, 100)],
+        # The same sweep on channels_redis' core layer, for comparison.
+        *[_args(streams=s, layer="core") for s in (10, 25, 50)],
     ]
     for args in plan:
         result = await run_relay(args)

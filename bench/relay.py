@@ -217,10 +217,12 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             if args.profile:  # sample the middle of the run, when every stream is flowing
                 await asyncio.sleep(1.5)
                 spies = profile.record(pids, args.tokens / args.rate - 2, Path(args.profile))
-            outcomes = await asyncio.wait_for(
-                asyncio.gather(*tasks, return_exceptions=True), args.tokens / args.rate + 120
-            )
-            failures = [repr(o) for o in outcomes if isinstance(o, BaseException)]
+            # A run that falls too far behind is cut off and reported as unfinished, not waited for.
+            _done, late = await asyncio.wait(tasks, timeout=args.tokens / args.rate + args.cutoff)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            failures = [repr(t.exception()) for t in tasks if not t.cancelled() and t.exception() is not None]
             if failures:
                 print(f"{len(failures)} tabs failed, e.g. {failures[0]}", file=sys.stderr)
                 for _, port, _ in site.processes:
@@ -251,6 +253,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         "frames_per_token": round(sum(s.frames for s in streams) / max(delivered, 1), 3),
         "gaps": sum(s.gaps for s in streams),
         "tabs_failed": len(failures),
+        "tabs_unfinished": len(late),
         "complete_tabs": sum(s.completed for s in streams),
         "tokens_delivered": delivered,
         "cpu_s_per_1000_tokens": round((site_cpu + redis_cpu) / max(delivered, 1) * 1000, 3),
@@ -337,6 +340,7 @@ def _args(**overrides: Any) -> argparse.Namespace:
         layer="pubsub",
         redis="tcp",
         profile=None,
+        cutoff=60.0,
     )
     return argparse.Namespace(**{**base, **overrides})
 
@@ -361,7 +365,7 @@ async def run_matrix(out: Path) -> None:
         # The load sweep at the defaults (pub/sub, TCP, 50 ms window): 2 tabs per stream on 2 processes.
         *[_args(streams=s) for s in (10, 25, 50, 75, 100)],
         # The same sweep on channels_redis' core layer, for comparison.
-        *[_args(streams=s, layer="core") for s in (10, 25, 50)],
+        *[_args(streams=s, layer="core") for s in (10, 25)],
     ]
     for args in plan:
         result = await run_relay(args)
@@ -389,6 +393,7 @@ def main() -> None:
     parser.add_argument("--layer", choices=["core", "pubsub"], default="pubsub")
     parser.add_argument("--redis", choices=["tcp", "unix"], default="tcp")
     parser.add_argument("--idle-sockets", type=int, default=0, help="measure RSS per idle socket instead")
+    parser.add_argument("--cutoff", type=float, default=60.0, help="seconds past the stream's length to wait")
     parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")
     parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
     args = parser.parse_args()

@@ -30,7 +30,8 @@ def largest_within(results: dict[str, Any], limit: float = 80.0) -> dict[str, An
         for r in results["runs"]
         if r["config"]["layer"] == "pubsub" and r["config"]["redis"] == "tcp" and r["config"]["coalesce_s"] == 0.05
     ]
-    held = [r for r in runs if r["cpu_percent_of_machine"] <= limit and r["gaps"] == 0]
+    whole = [r for r in runs if r["gaps"] == 0 and r["complete_tabs"] == r["config"]["streams"] * r["config"]["tabs"]]
+    held = [r for r in whole if r["cpu_percent_of_machine"] <= limit]
     return max(held, key=lambda r: r["config"]["streams"] * r["config"]["tabs"], default=None)
 
 

@@ -363,7 +363,7 @@ async def run_matrix(out: Path) -> None:
         _args(streams=5),
         _args(streams=5, tabs=20),
         # The load sweep at the defaults (pub/sub, TCP, 50 ms window): 2 tabs per stream on 2 processes.
-        *[_args(streams=s) for s in (10, 25, 50, 75, 100)],
+        *[_args(streams=s) for s in (10, 15, 20, 25, 50, 75, 100)],
         # The same sweep on channels_redis' core layer, for comparison.
         *[_args(streams=s, layer="core") for s in (10, 25)],
     ]

@@ -26,7 +26,9 @@ def _stored(live_site, message_id: str) -> tuple[str, str, str]:
     return live_site.message_row(message_id, "status, content, error_code")
 
 
-async def test_tabs_on_two_processes_get_the_same_events_in_the_same_order(live_site):
+@pytest.mark.parametrize("layer", ["pubsub", "core"])  # the default, and CHAT_CHANNEL_LAYER=core
+async def test_tabs_on_two_processes_get_the_same_events_in_the_same_order(live_site, layer):
+    live_site.env["CHAT_CHANNEL_LAYER"] = layer
     urls, conversation_id, headers = await _setup(live_site)
     tabs = [await Tab(url, conversation_id, {**headers, "Origin": url}).open() for url in urls * 2]
     await tabs[0].send({"type": "message.send", "content": "hi [[fake tokens=150 delay=0.005]]"})

@@ -37,12 +37,10 @@ class RelayConsumer(AsyncWebsocketConsumer):
     """A socket whose database work all goes through database_sync_to_async, so dispatch need not."""
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Call the handler without channels' per-message close_old_connections, a hop to its one sync thread.
-
-        channels 4.2+ runs `aclose_old_connections()` before every handler: for a delta relayed to a thousand
-        sockets that is a thousand queued trips through one thread, which made deltas seconds late under load.
-        Every database touch here is `database_sync_to_async`, which closes old connections itself.
-        """
+        """Call the handler without channels' per-message close_old_connections, a hop to its one sync thread."""
+        # channels 4.2+ runs `aclose_old_connections()` before every handler: a delta relayed to a thousand
+        # sockets queued a thousand trips through one thread, and deltas came seconds late under load.
+        # Every database touch here is `database_sync_to_async`, which closes old connections itself.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import psycopg
 import websockets
 
 from bench import profile
@@ -378,6 +379,18 @@ async def run_matrix(out: Path) -> None:
     print(f"wrote {out}")
 
 
+def use_postgres_if_it_answers(url: str = "postgres://postgres@127.0.0.1:5432/postgres") -> None:
+    """Measure on PostgreSQL, as several processes are run for real, when one answers and none was named."""
+    if os.environ.get("DATABASE_URL"):
+        return
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error:
+        print("No PostgreSQL answers: measuring on SQLite (set DATABASE_URL to choose).", file=sys.stderr)
+        return
+    os.environ["DATABASE_URL"] = url
+
+
 def main() -> None:
     """Parse the options and run one benchmark, the idle-socket measure, or the whole matrix."""
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -397,6 +410,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")
     parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
     args = parser.parse_args()
+    use_postgres_if_it_answers()
     if args.matrix:
         asyncio.run(run_matrix(ROOT / "bench" / "results.json"))
     elif args.idle_sockets:

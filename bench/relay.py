@@ -246,7 +246,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
     result = {
         "config": {k: getattr(args, k) for k in ("processes", "streams", "tabs", "tokens", "rate", "first")}
         | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis}
-        | {"database": "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"},
+        | {"database": database_kind()},
         "latency_ms": {p: round(percentile(latencies, p), 2) for p in (50, 95, 99)},
         "direct_latency_ms": {p: round(v, 2) for p, v in direct["latency_ms"].items()},
         "ttft_ms_median": round(site_ttft, 1),
@@ -312,6 +312,11 @@ async def run_idle(args: argparse.Namespace) -> dict[str, Any]:
             redis_server.stop()
 
 
+def database_kind() -> str:
+    """Which database the site under measure uses, from the DATABASE_URL it inherits."""
+    return "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite"
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     cpuinfo = Path("/proc/cpuinfo").read_text()
@@ -325,7 +330,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "kernel": platform.release(),
         "redis": next((w.split("=")[1] for w in redis_version if w.startswith("v=")), ""),
-        "database": "postgresql" if os.environ.get("DATABASE_URL", "").startswith("postgres") else "sqlite",
+        "database": database_kind(),
     }
 
 

@@ -9,3 +9,7 @@ class ChatConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "chat"
     verbose_name = "Chat"
+
+    def ready(self) -> None:
+        """Connect the receivers that end sockets and tokens when an account changes."""
+        from chat import accounts  # noqa: F401 - imported for its signal receivers

@@ -10,13 +10,21 @@ from typing import Any
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 
-from chat import events, metrics, selectors, services
+from chat import accounts, events, inputs, metrics, selectors, services, socketcap
 from chat.models import Conversation
 from chat.streams import DeltaFilter
 from chatsite import logs
 
 logger = logging.getLogger(__name__)
+
+# Close codes the page acts on (daphne only sends 1000 or 3000-4999): signed out goes to the login page.
+CLOSE_SIGNED_OUT = 4401
+SIGNED_OUT_REASON = "Your session has ended; log in again."
+CLOSE_RESYNC = 4012  # reconnect and resync (see close_all_for_resync)
+CLOSE_TOO_MANY = 4429
+TOO_MANY_REASON = "Too many open tabs or devices; close some and reload."
 
 # This process's open sockets, so they can all be told to reconnect when Redis has restarted.
 LIVE: weakref.WeakSet[AsyncWebsocketConsumer] = weakref.WeakSet()
@@ -27,7 +35,7 @@ async def close_all_for_resync() -> int:
     consumers = list(LIVE)
     for consumer in consumers:
         try:
-            await consumer.close(code=4012)  # daphne only sends 1000 or 3000-4999
+            await consumer.close(code=CLOSE_RESYNC)
         except Exception:
             logger.warning("could not close a socket for resync", exc_info=True)
     return len(consumers)
@@ -46,6 +54,69 @@ class RelayConsumer(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve one socket; however it ends (a close, or a handler that failed), its seat goes back."""
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            LIVE.discard(self)
+            await self.release_seat()
+
+    async def authenticated(self) -> bool:
+        """Whether a signed-in user opened this socket; a cookie of an ended session is told to sign in."""
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            session = self.scope.get("session")
+            self.session_key = session.session_key if session is not None else None
+            return True
+        if settings.SESSION_COOKIE_NAME in self.scope.get("cookies", {}):
+            # Accepted only to say why, before any event: the page then goes to the login page.
+            await self.accept()
+            await self.close(code=CLOSE_SIGNED_OUT, reason=SIGNED_OUT_REASON)
+        else:
+            await self.close()
+        return False
+
+    async def end(self, *, close_code: int, code: str, detail: str) -> None:
+        """Say why in an `error` event, then close (daphne drops a close frame's reason, so the event says it)."""
+        await self.send(text_data=json.dumps({"type": "error", "code": code, "detail": detail}))
+        await self.close(code=close_code, reason=detail)
+
+    async def take_seat(self) -> bool:
+        """Accept the socket if its user has a seat left; otherwise close it saying why."""
+        user_id = self.scope["user"].id
+        if not await socketcap.seat_take(user_id=user_id, socket_id=self.channel_name):
+            await self.accept()  # only to say why: a refused handshake reaches the page without a reason
+            await self.end(close_code=CLOSE_TOO_MANY, code="too_many_sockets", detail=TOO_MANY_REASON)
+            return False
+        self.seat = (user_id, self.channel_name)
+        await self.accept()
+        return True
+
+    async def release_seat(self) -> None:
+        """Give back this socket's seat."""
+        if hasattr(self, "seat"):
+            user_id, socket_id = self.seat
+            del self.seat
+            await socketcap.seat_release(user_id=user_id, socket_id=socket_id)
+
+    async def signed_in(self) -> bool:
+        """Whether this socket's session still holds; if not, the socket closes (4401) and acts no more."""
+        user = self.scope["user"]
+        if await database_sync_to_async(accounts.session_holds)(session_key=self.session_key, user_id=user.id):
+            return True
+        await self.end(close_code=CLOSE_SIGNED_OUT, code="signed_out", detail=SIGNED_OUT_REASON)
+        return False
+
+    async def session_changed(self, event: dict[str, Any]) -> None:
+        """The user logged out, changed password, or was deactivated or deleted: end the sockets concerned."""
+        if event.get("session_key") is None:
+            # Every session may have ended (a new password also gives the changing session a new key):
+            # the page reconnects at once, and only a session that still holds is let back in.
+            await self.close(code=CLOSE_RESYNC)
+        elif event["session_key"] == self.session_key:
+            await self.end(close_code=CLOSE_SIGNED_OUT, code="signed_out", detail=SIGNED_OUT_REASON)
+
 
 class ConversationConsumer(RelayConsumer):
     """`/ws/conversations/<id>/`: contract section 3."""
@@ -55,10 +126,9 @@ class ConversationConsumer(RelayConsumer):
 
     async def connect(self) -> None:
         """Accept the owner only; join the group before the snapshot so no delta falls between."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close()
+        if not await self.authenticated():
             return
+        user = self.scope["user"]
         conversation = await database_sync_to_async(selectors.conversation_get)(
             user=user, conversation_id=self.scope["url_route"]["kwargs"]["conversation_id"]
         )
@@ -70,32 +140,54 @@ class ConversationConsumer(RelayConsumer):
         self.group = events.conversation_group(conversation.id)
         # Deltas at or below the seq this socket has shown are dropped; a gap makes it resync.
         self.deltas = DeltaFilter()
-        await self.accept()
+        if not await self.take_seat():
+            return
         LIVE.add(self)
         metrics.OPEN_SOCKETS.labels(kind="conversation").inc()
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        # The owner's group carries conversation.updated/deleted for all their conversations (sidebar).
+        # The owner's group carries conversation.updated/deleted for all their conversations (sidebar),
+        # and tells the socket when the user's session ends.
         self.user_group = events.user_group(user.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.channel_layer.group_add(self.user_group, self.channel_name)
         await self.send_state()
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups; any reply goes on without this socket."""
         LIVE.discard(self)
-        if hasattr(self, "group"):
+        await self.release_seat()
+        if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def send_state(self) -> None:
-        """Send `conversation.state`: the stored messages plus the reply in flight."""
-        state = await selectors.conversation_state(conversation=self.conversation)
+        """Send `conversation.state`: the newest stored messages that fit a frame, plus the reply in flight."""
+        state = events.state_page(await selectors.conversation_state(conversation=self.conversation))
         self.deltas.note_state(state)
         await self.send_json(state)
 
     async def send_json(self, event: dict[str, Any]) -> None:
-        """Send one event as a JSON text frame."""
-        await self.send(text_data=json.dumps(event, separators=(",", ":")))
+        """Send one event as a JSON text frame; one too big for a frame (daphne would fail the socket) resyncs."""
+        text = events.fitted_frame(event)
+        if text is not None:
+            await self.send(text_data=text)
+        elif event["type"] == "conversation.state":
+            logger.error("a state does not fit a frame; closing the socket")  # state_page makes every state fit
+            await self.close(code=CLOSE_RESYNC)
+        else:
+            # A reply over a megabyte ended: a fresh state carries it, cut to fit, instead of this event.
+            logger.warning("event too big for a frame; sending the state instead", extra={"event_type": event["type"]})
+            await self.send_state()
+
+    async def messages_older(self, frame: dict[str, Any]) -> None:
+        """Send this socket the shown messages just before `before`, a page of them: the state has the newest only."""
+        before = frame.get("before")
+        find = database_sync_to_async(selectors.messages_before)
+        older = await find(conversation=self.conversation, message_id=before)
+        if older is None:
+            await self.send_error("not_found", "There is no such message in this conversation.")
+            return
+        await self.send_json(events.messages_older_event(before=before, messages=older))
 
     async def send_error(self, code: str, detail: str) -> None:
         """Refuse a request of this socket only; the socket stays open."""
@@ -103,13 +195,15 @@ class ConversationConsumer(RelayConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Parse one client frame and hand it to the service it asks for."""
+        if not await self.signed_in():
+            return  # logged out, a new password, or the account is gone: nothing more is done for it
         if text_data is None:
             await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
             return
         try:
-            frame = json.loads(text_data)
-        except ValueError:
-            await self.send_error("bad_json", "That frame is not valid JSON.")
+            frame = inputs.loads(text_data)  # bounded, NUL- and surrogate-free, or refused with a code
+        except inputs.InvalidInput as exc:
+            await self.send_error(exc.code, exc.detail)
             return
         if not isinstance(frame, dict):
             await self.send_error("bad_frame", "A frame must be a JSON object with a type.")
@@ -130,6 +224,8 @@ class ConversationConsumer(RelayConsumer):
             await self.call(services.reply_regenerate)
         elif kind == "branch.select":
             await self.call(services.branch_select, message_id=frame.get("message_id"))
+        elif kind == "messages.older":
+            await self.messages_older(frame)
         else:
             await self.send_error("unknown_type", f"Unknown frame type: {str(kind)[:50]!r}.")
 
@@ -197,12 +293,9 @@ class SidebarConsumer(RelayConsumer):
 
     async def connect(self) -> None:
         """Accept logged-in users only, and follow their own group."""
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close()
+        if not await self.authenticated() or not await self.take_seat():
             return
-        self.user_group = events.user_group(user.id)
-        await self.accept()
+        self.user_group = events.user_group(self.scope["user"].id)
         LIVE.add(self)
         metrics.OPEN_SOCKETS.labels(kind="sidebar").inc()
         await self.channel_layer.group_add(self.user_group, self.channel_name)
@@ -210,6 +303,7 @@ class SidebarConsumer(RelayConsumer):
     async def disconnect(self, code: int) -> None:
         """Leave the group."""
         LIVE.discard(self)
+        await self.release_seat()
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
             await self.channel_layer.group_discard(self.user_group, self.channel_name)

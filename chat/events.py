@@ -7,6 +7,7 @@ reply writer as it goes. A group message's `type` is the event's type, so the co
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
@@ -77,6 +78,16 @@ def conversation_deleted_on_commit(conversation: Conversation) -> None:
     _publish_on_commit(user_group(conversation.owner_id), event)
 
 
+def sessions_changed_on_commit(*, user_id: int, session_key: str | None = None) -> None:
+    """A user logged out (`session_key`), or changed password, or was deactivated or deleted (all sessions).
+
+    An internal group event, never sent to a client: the user's sockets close themselves, and a
+    socket whose session no longer holds cannot reconnect.
+    """
+    event = {"type": "session.changed", "session_key": session_key}
+    _publish_on_commit(user_group(user_id), event)
+
+
 def delta_event(*, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> dict[str, Any]:
     """A `message.delta` event: text to append to a reply, numbered by its writer."""
     event: dict[str, Any] = {"type": "message.delta", "message_id": str(message_id), "seq": seq}
@@ -117,3 +128,100 @@ def message_completed_event(message: Message) -> dict[str, Any]:
     if message.error is not None:
         event["error"] = message.error
     return event
+
+
+# Socket frames. Daphne refuses to send a WebSocket message over 1 MiB (its websocket_max_message_size,
+# which also bounds what it reads) and fails the socket instead; the `websockets` client reads no more
+# by default either. So no frame a socket sends exceeds it: a state carries the newest messages that fit,
+# and older ones come a page at a time on request (`messages.older`).
+FRAME_LIMIT_BYTES = 1024 * 1024
+# The messages of one page (a state's newest, or an older page): quick to send, parse and show.
+PAGE_BYTES = 256 * 1024
+# A message (or the reply in flight) too big for a frame is cut to this, so the rest of its turn still fits.
+CUT_BYTES = FRAME_LIMIT_BYTES // 2
+
+
+def frame_text(event: dict[str, Any]) -> str:
+    """An event as the text of one frame; ASCII only (non-ASCII is escaped), so its length is its size."""
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _size(value: Any) -> int:
+    """Bytes of a value in a frame."""
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def _cut(text: str, max_bytes: int, *, keep_end: bool) -> str:
+    """The longest start (or end) of a text whose JSON string takes at most `max_bytes`."""
+    if _size(text) <= max_bytes:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # escapes make a character take 1 to 12 bytes, so search the length
+        middle = (low + high + 1) // 2
+        if _size(text[len(text) - middle :] if keep_end else text[:middle]) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return text[len(text) - low :] if keep_end else text[:low]
+
+
+def _fit_texts(data: dict[str, Any], max_bytes: int, *, keep_end: bool = False) -> dict[str, Any]:
+    """A message (or snapshot) cut to `max_bytes`, the answer before the reasoning, marked `truncated`."""
+    if _size(data) <= max_bytes:
+        return data
+    fitted = {**data, "content": "", "reasoning": "", "truncated": True}
+    room = max_bytes - _size(fitted)  # what the two texts may add to their empty strings
+    fitted["content"] = _cut(data["content"], max(room, 0) + 2, keep_end=keep_end)
+    room -= _size(fitted["content"]) - 2
+    fitted["reasoning"] = _cut(data["reasoning"], max(room, 0) + 2, keep_end=keep_end)
+    return fitted
+
+
+def _newest(messages: list[dict[str, Any]], *, room: int) -> tuple[list[dict[str, Any]], bool]:
+    """The newest messages (oldest first) within a page, and whether older ones were left out.
+
+    The newest turn (two messages) goes in whole if it fits `room`, the rest of the frame; a single
+    message too big for it is cut, so every message can be reached, if only in part.
+    """
+    chosen: list[dict[str, Any]] = []
+    used = 0
+    for message in reversed(messages):
+        size = _size(message) + 1  # and its comma
+        if used + size > (room if len(chosen) < 2 else min(room, PAGE_BYTES)):
+            if chosen:
+                break
+            message = _fit_texts(message, min(room - 1, CUT_BYTES))
+            size = _size(message) + 1
+        chosen.append(message)
+        used += size
+    chosen.reverse()
+    return chosen, len(chosen) < len(messages)
+
+
+def state_page(state: dict[str, Any]) -> dict[str, Any]:
+    """A `conversation.state` that fits one frame: the newest messages, `has_more` if older ones were left out."""
+    streaming = state["streaming"]
+    if streaming is not None:
+        streaming = _fit_texts(streaming, CUT_BYTES, keep_end=True)  # deltas append to its end
+    page = {**state, "streaming": streaming, "messages": [], "has_more": False}
+    page["messages"], page["has_more"] = _newest(state["messages"], room=FRAME_LIMIT_BYTES - _size(page))
+    return page
+
+
+def messages_older_event(*, before: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """`messages.older`: the shown messages just before `before`, oldest first, as many as fit a page."""
+    event: dict[str, Any] = {"type": "messages.older", "before": before, "messages": [], "has_more": False}
+    event["messages"], event["has_more"] = _newest(messages, room=FRAME_LIMIT_BYTES - _size(event))
+    return event
+
+
+def fitted_frame(event: dict[str, Any]) -> str | None:
+    """The frame text of an event within the limit, or None when it cannot fit (the socket then resyncs).
+
+    A long reply's `message.completed` sheds the copy of its texts in `message` first.
+    """
+    text = frame_text(event)
+    if len(text) > FRAME_LIMIT_BYTES and event["type"] == "message.completed" and "message" in event:
+        slim = {key: value for key, value in event["message"].items() if key not in ("content", "reasoning")}
+        text = frame_text({**event, "message": slim})
+    return text if len(text) <= FRAME_LIMIT_BYTES else None

@@ -118,7 +118,22 @@ async def conversation_state(*, conversation: Conversation) -> dict[str, Any]:
                     "content": snapshot.content,
                     "reasoning": snapshot.reasoning,
                 }
-    return {"type": "conversation.state", "conversation": detail, "messages": messages, "streaming": streaming}
+    return {
+        "type": "conversation.state",
+        "conversation": detail,
+        "messages": messages,
+        "streaming": streaming,
+        "has_more": False,  # all of them; a socket sends the newest that fit a frame (events.state_page)
+    }
+
+
+def messages_before(*, conversation: Conversation, message_id: Any) -> list[dict[str, Any]] | None:
+    """The shown messages older than one shown message, oldest first; None if it is not shown here."""
+    messages = message_list(conversation=conversation)
+    index = next((i for i, message in enumerate(messages) if str(message.id) == message_id), None)
+    if index is None:
+        return None
+    return messages_to_dicts(conversation=conversation, messages=messages[:index])
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,11 @@ def token_revoke(*, token: ApiToken) -> None:
         token.save(update_fields=["revoked_at"])
 
 
+def tokens_revoke_all(*, user: AbstractBaseUser) -> int:
+    """Revoke every live token of a user (a changed password, a deactivated account); returns how many."""
+    return ApiToken.objects.active().filter(user=user).update(revoked_at=timezone.now())
+
+
 def token_user(plain: str) -> tuple[ApiToken, AbstractBaseUser] | None:
     """The live token and its active user for a presented token, recording when it was last used."""
     token = ApiToken.objects.active().select_related("user").filter(token_hash=_digest(plain)).first()
@@ -65,17 +70,38 @@ def _refused(request: HttpRequest) -> JsonResponse:
     return response
 
 
+# The only paths where a bearer token authenticates: a token is for programs, never for the admin or pages.
+TOKEN_PATHS = ("/api/", "/v1/")
+# Paths under TOKEN_PATHS that a token must not reach: managing tokens needs a logged-in session.
+SESSION_ONLY_PATHS = ("/api/tokens/",)
+
+
 def _bearer(request: HttpRequest) -> str | None:
-    if request.path == "/metrics":
-        return None  # Prometheus's own token, checked by that view
+    """The bearer token of a request to the API; on any other path the header grants nothing."""
+    if not request.path_info.startswith(TOKEN_PATHS):
+        return None  # the admin, the pages, /metrics (Prometheus's own token, checked by that view)
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def _session_only(request: HttpRequest) -> JsonResponse:
+    """403 for a token on token management, so a leaked token cannot mint or keep others alive."""
+    detail = "API tokens are managed from a logged-in session on the API tokens page, not with a token."
+    return JsonResponse({"error": {"code": "session_required", "detail": detail}}, status=403)
+
+
+def _as_chat_user(user: AbstractBaseUser) -> AbstractBaseUser:
+    """A token acts as its owner the chat user, never as staff: the flags are dropped on this instance only."""
+    # This instance was loaded for this request alone and nothing on /api/ or /v1/ saves a user.
+    user.is_staff = False  # type: ignore[attr-defined]
+    user.is_superuser = False  # type: ignore[attr-defined]
+    return user
+
+
 def _apply(request: HttpRequest, found: tuple[ApiToken, AbstractBaseUser]) -> None:
     """Act as the token's user; a bearer request carries no cookie to forge, so CSRF does not apply."""
-    token, user = found
+    token, user = found[0], _as_chat_user(found[1])
     request.api_token, request.user = token, user  # type: ignore[attr-defined]
 
     async def auser() -> AbstractBaseUser:
@@ -95,6 +121,8 @@ def bearer_token_middleware(
         async def async_middleware(request: HttpRequest) -> HttpResponse:
             plain = _bearer(request)
             if plain is not None:
+                if request.path_info.startswith(SESSION_ONLY_PATHS):
+                    return _session_only(request)
                 found = await sync_to_async(token_user)(plain)
                 if found is None:
                     return _refused(request)
@@ -106,6 +134,8 @@ def bearer_token_middleware(
     def middleware(request: HttpRequest) -> HttpResponse:
         plain = _bearer(request)
         if plain is not None:
+            if request.path_info.startswith(SESSION_ONLY_PATHS):
+                return _session_only(request)
             found = token_user(plain)
             if found is None:
                 return _refused(request)

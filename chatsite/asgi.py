@@ -9,16 +9,17 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402 - Django must be set up first.
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.recovery import close_orphaned_replies, with_background_work  # noqa: E402
 from chat.routing import websocket_urlpatterns  # noqa: E402
+from chatsite.origins import SiteOriginValidator  # noqa: E402
 
 application = with_background_work(
     ProtocolTypeRouter(
         {
             "http": django_asgi_app,
-            "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+            # The origin is checked by scheme, host and port, not by host name alone (chatsite.origins).
+            "websocket": SiteOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         }
     )
 )

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
-from chat import services, streamstate
+from chat import services, socketcap, streamstate
 from chat.models import Conversation
 from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
@@ -36,6 +36,7 @@ def _fast_replies(settings: Any) -> Iterator[None]:
     streamstate.reset_store()
     channel_layers.backends.clear()
     cache.clear()  # per-user limit counters
+    socketcap.reset()  # seats of sockets a test left open
     yield
     streamstate.reset_store()
     channel_layers.backends.clear()

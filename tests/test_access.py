@@ -96,13 +96,14 @@ async def test_sidebar_socket_needs_a_session_and_follows_only_the_owner(user, o
     from chatsite.asgi import application
     from tests.conftest import session_cookie
 
-    anonymous = WebsocketCommunicator(application, "/ws/sidebar/", headers=[(b"origin", b"http://localhost")])
+    site = [(b"host", b"localhost"), (b"origin", b"http://localhost")]  # what a page of the site sends
+    anonymous = WebsocketCommunicator(application, "/ws/sidebar/", headers=site)
     assert not (await anonymous.connect())[0]
 
     async def sidebar(owner):
         cookie = await database_sync_to_async(session_cookie)(owner)
         socket = WebsocketCommunicator(
-            application, "/ws/sidebar/", headers=[(b"origin", b"http://localhost"), (b"cookie", cookie.encode())]
+            application, "/ws/sidebar/", headers=[*site, (b"cookie", cookie.encode())]
         )
         assert (await socket.connect())[0]
         return socket

@@ -11,6 +11,7 @@ const transcript = new Transcript(document.getElementById("transcript"), {
   regenerate: () => sendFrame({ type: "message.regenerate" }),
   edit: (messageId, content) => sendFrame({ type: "message.edit", message_id: messageId, content }),
   select: (messageId) => sendFrame({ type: "branch.select", message_id: messageId }),
+  older: (messageId) => socket.send({ type: "messages.older", before: messageId }),
 });
 transcript.followScrolling(document.getElementById("jump-latest"));
 const input = document.getElementById("composer-input");
@@ -67,6 +68,7 @@ const handlers = {
       autosize();
     }
   },
+  "messages.older": (event) => transcript.older(event),
   "message.delta": (event) => transcript.delta(event),
   "message.completed": (event) => {
     transcript.completed(event);

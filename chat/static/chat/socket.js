@@ -1,6 +1,10 @@
 // A WebSocket that reconnects by itself with backoff and reports its state.
 // Every (re)connection starts with `conversation.state`, so the page simply rebuilds from it.
 
+// Close codes the server sends (chat/consumers.py).
+const SIGNED_OUT = 4401;
+const TOO_MANY = 4429;
+
 export class ReconnectingSocket {
   constructor(path, { onEvent, onStatus }) {
     this.url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
@@ -30,16 +34,29 @@ export class ReconnectingSocket {
       }
       this.onEvent(event);
     });
-    ws.addEventListener("close", () => {
+    ws.addEventListener("close", (event) => {
       if (this.ws !== ws || this.closedForGood) return;
+      if (event.code === SIGNED_OUT) {
+        // Logged out, a new password, or the account is gone: reconnecting would be refused.
+        this.closedForGood = true;
+        this.onStatus("signed out", "bad");
+        location.assign(`/accounts/login/?next=${encodeURIComponent(location.pathname)}`);
+        return;
+      }
+      if (event.code === TOO_MANY) {
+        // Too many sockets open for this user: say so, and try again only slowly.
+        this.attempt = Math.max(this.attempt, 6);
+        this.scheduleReconnect("too many open tabs");
+        return;
+      }
       this.scheduleReconnect();
     });
   }
 
-  scheduleReconnect() {
+  scheduleReconnect(reason = "offline") {
     this.attempt += 1;
     const delay = Math.min(10000, 500 * 2 ** (this.attempt - 1)) * (0.75 + Math.random() * 0.5);
-    this.onStatus(`offline, retrying in ${Math.ceil(delay / 1000)} s`, "bad");
+    this.onStatus(`${reason}, retrying in ${Math.ceil(delay / 1000)} s`, "bad");
     clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }

@@ -39,6 +39,11 @@ export class Transcript {
     this.actions = actions;
     this.views = new Map(); // message id -> {article, content, reasoning, details, meta, seq, data}
     this.streamingId = null;
+    // A long conversation arrives newest first: older turns come a page at a time, asked for near the top.
+    this.hasMore = false;
+    this.loadingOlder = null;
+    this.olderButton = button("Show earlier messages", "older-messages", () => this.requestOlder());
+    root.addEventListener("scroll", () => this.maybeLoadOlder(), { passive: true });
     setInterval(() => this.tick(), 1000); // the "thinking… N s" timer
   }
 
@@ -49,6 +54,7 @@ export class Transcript {
   reset(state) {
     this.views.clear();
     this.streamingId = null;
+    this.loadingOlder = null;
     this.root.replaceChildren();
     for (const message of state.messages) this.add(message);
     const streaming = state.streaming;
@@ -58,12 +64,53 @@ export class Transcript {
         view.data.content = streaming.content;
         view.data.reasoning = streaming.reasoning;
         view.seq = streaming.seq;
+        view.data.truncated = Boolean(streaming.truncated);
         // Joined mid-reply: the thinking began when the reply did, not now.
         if (streaming.reasoning) view.thinkingSince = Date.parse(view.data.created_at) || Date.now();
         this.paint(view);
       }
     }
+    this.showOlder(Boolean(state.has_more));
     this.showEmpty();
+  }
+
+  /** The "earlier messages" control at the top, while the server has older turns than those shown. */
+  showOlder(hasMore) {
+    this.hasMore = hasMore;
+    this.olderButton.textContent = "Show earlier messages";
+    if (hasMore) this.root.prepend(this.olderButton);
+    else this.olderButton.remove();
+    this.maybeLoadOlder();
+  }
+
+  /** Ask for the page before the oldest shown turn once the reader is near the top (or it all fits). */
+  maybeLoadOlder() {
+    if (this.hasMore && this.root.scrollTop < 400) this.requestOlder();
+  }
+
+  requestOlder() {
+    const first = this.views.values().next().value;
+    if (!this.hasMore || !first || this.loadingOlder === first.data.id) return;
+    if (!this.actions.older || !this.actions.older(first.data.id)) return; // not connected: the next state says
+    this.loadingOlder = first.data.id;
+    this.olderButton.textContent = "Loading earlier messages…";
+  }
+
+  /** A page of older turns: shown above the oldest one, the reader staying where they were. */
+  older(event) {
+    const first = this.views.values().next().value;
+    if (!first || first.data.id !== event.before) return; // the transcript was rebuilt since it was asked for
+    this.loadingOlder = null;
+    const root = this.root;
+    const height = root.scrollHeight;
+    const fromBottom = height - root.scrollTop;
+    const views = event.messages.filter((message) => !this.views.has(message.id)).map((message) => this.build(message));
+    first.article.before(...views.map((view) => view.article));
+    this.views = new Map([...views.map((view) => [view.data.id, view]), ...this.views]); // display order
+    for (const view of views) this.paint(view);
+    root.scrollTop = root.scrollHeight - fromBottom;
+    if (this.autoTop) this.autoTop += root.scrollHeight - height;
+    this.showOlder(Boolean(event.has_more));
   }
 
   showEmpty() {
@@ -76,6 +123,17 @@ export class Transcript {
 
   add(message) {
     if (this.views.has(message.id)) return;
+    const view = this.build(message);
+    this.root.append(view.article);
+    this.views.set(message.id, view);
+    if (message.status === "streaming") this.streamingId = message.id;
+    this.paint(view);
+    this.showEmpty();
+    this.scroll();
+  }
+
+  /** A message's article and view, not yet placed. */
+  build(message) {
     const article = el("article", `msg ${message.role}`);
     article.dataset.id = message.id;
     article.append(el("div", "role", message.role === "user" ? "You" : "DeepSeek"));
@@ -89,13 +147,7 @@ export class Transcript {
     const meta = el("footer", "meta");
     const tools = el("div", "msg-actions");
     article.append(details, content, meta, tools);
-    this.root.append(article);
-    const view = { article, content, reasoning, details, summary, meta, tools, seq: 0, data: { ...message } };
-    this.views.set(message.id, view);
-    if (message.status === "streaming") this.streamingId = message.id;
-    this.paint(view);
-    this.showEmpty();
-    this.scroll();
+    return { article, content, reasoning, details, summary, meta, tools, seq: 0, data: { ...message } };
   }
 
   delta(event) {
@@ -117,6 +169,7 @@ export class Transcript {
       reasoning: event.reasoning,
       usage: event.usage,
       error: event.error,
+      truncated: false, // the whole final texts
     });
     if (this.streamingId === event.message_id) this.streamingId = null;
     this.paint(view);
@@ -192,6 +245,13 @@ export class Transcript {
       notice.textContent = data.notice;
     } else if (notice) {
       notice.remove();
+    }
+    const cut = view.article.querySelector(".truncated-note");
+    if (data.truncated && !cut) {
+      const text = "Too long to show here in full: Export .md or .json above has all of it.";
+      view.content.after(el("p", "truncated-note", text));
+    } else if (!data.truncated && cut) {
+      cut.remove();
     }
     let error = view.article.querySelector(".error");
     if (data.error) {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from functools import wraps
 from typing import Any
@@ -11,7 +10,7 @@ from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import exports, selectors, services, streams, tokens
+from chat import exports, inputs, selectors, services, streams, tokens
 from chat.models import ApiToken, Conversation
 from chat.serializers import conversation_to_dict, message_to_dict
 
@@ -35,21 +34,18 @@ def api_login_required(view: Handler) -> Handler:
     return wrapper
 
 
-class BadRequest(Exception):
-    """The body is not the JSON object the endpoint expects."""
+# The body is not the JSON object the endpoint expects: too large, too deep, unstorable text, not JSON.
+BadRequest = inputs.InvalidInput
 
 
 def _json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object body; an empty body is an empty object."""
-    if not request.body:
-        return {}
-    try:
-        data = json.loads(request.body)
-    except ValueError as exc:
-        raise BadRequest("The request body is not valid JSON.") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("The request body must be a JSON object.")
-    return data
+    """The request's JSON object body, read once at the edge (chat.inputs); an empty body is an empty object."""
+    return inputs.json_object(request)
+
+
+def _bad_input(exc: inputs.InvalidInput) -> JsonResponse:
+    """A body or parameter refused at the edge: 400, or 413 for one too large, in the API's error shape."""
+    return error_response(exc.status, exc.code, exc.detail)
 
 
 def _owned_conversation(request: HttpRequest, conversation_id: Any) -> Conversation | None:
@@ -78,7 +74,11 @@ def _refusal(exc: services.ServiceError) -> JsonResponse:
 def conversations(request: HttpRequest) -> HttpResponse:
     """List the caller's conversations, newest first, or start one."""
     if request.method == "GET":
-        items = selectors.conversation_list(user=request.user, query=request.GET.get("q", ""))
+        try:
+            query = inputs.text_param(request.GET, "q")
+        except inputs.InvalidInput as exc:
+            return _bad_input(exc)
+        items = selectors.conversation_list(user=request.user, query=query)
         return JsonResponse({"conversations": [conversation_to_dict(c) for c in items]})
     try:
         body = _json_body(request)
@@ -90,7 +90,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
             system_prompt=body.get("system_prompt", ""),
         )
     except BadRequest as exc:
-        return error_response(400, "bad_request", str(exc))
+        return _bad_input(exc)
     except services.ServiceError as exc:
         return _refusal(exc)
     return JsonResponse(conversation_to_dict(conversation), status=201)
@@ -115,7 +115,7 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
             conversation=found, changes={k: v for k, v in body.items() if k in allowed}
         )
     except BadRequest as exc:
-        return error_response(400, "bad_request", str(exc))
+        return _bad_input(exc)
     except services.ServiceError as exc:
         return _refusal(exc)
     return JsonResponse(conversation_to_dict(updated))
@@ -151,7 +151,7 @@ async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
         if subscription is not None:
             await subscription.close()
         if isinstance(exc, BadRequest):
-            return error_response(400, "bad_request", str(exc))
+            return _bad_input(exc)
         return _refusal(exc)
     if subscription is None:
         return JsonResponse(
@@ -234,7 +234,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     try:
         name = _json_body(request).get("name", "")
     except BadRequest as exc:
-        return error_response(400, "bad_request", str(exc))
+        return _bad_input(exc)
     if not isinstance(name, str) or not name.strip():
         return error_response(400, "invalid_field", "Give the token a name, so you know later what uses it.")
     token, plain = tokens.token_create(user=request.user, name=name)

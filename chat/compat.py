@@ -11,10 +11,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
+from chat import inputs
+
 SYSTEM_ROLES = {"system", "developer"}
 CHAT_ROLES = {"user", "assistant"}
 DONE = b"data: [DONE]\n\n"
 KEEP_ALIVE = b": keep-alive\n\n"
+
+# Bounds of one call, each refused with a 400 naming its parameter (max_tokens is clamped instead).
+MAX_MESSAGES = 2_000  # messages per call: every one is stored as a row
+MAX_TOTAL_CHARS = 1_000_000  # characters of all messages together: ten times the default context
+MAX_STOP = 4  # stop sequences, as OpenAI allows
+MAX_STOP_CHARS = 256  # characters per stop sequence
 
 # HTTP status of a reply that failed, by our error code (chat.upstream), as DeepSeek would answer.
 FAILURE_STATUS = {
@@ -90,6 +100,11 @@ def _text(content: Any, *, index: int) -> str:
     raise InvalidCall("A message's content must be text.", param=f"messages[{index}].content")
 
 
+def _choice(value: Any, choices: set[str]) -> bool:
+    """Whether a value is one of these strings; a list or an object is not (and is not hashed)."""
+    return isinstance(value, str) and value in choices
+
+
 def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
     value = body.get(name)
     if value is None:
@@ -99,13 +114,41 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> float |
     return value
 
 
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    """The output limit asked for, clamped to the model's maximum (DEEPSEEK_MAX_OUTPUT_TOKENS)."""
+    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidCall(f"`{name}` must be a positive whole number.", param=name)
+    return min(value, settings.DEEPSEEK_MAX_OUTPUT_TOKENS)
+
+
+def _stop(body: dict[str, Any]) -> list[str] | None:
+    """Up to MAX_STOP stop sequences of up to MAX_STOP_CHARS characters each, as OpenAI allows."""
+    stop = body.get("stop")
+    if stop is None:
+        return None
+    if isinstance(stop, str):
+        stop = [stop]
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP
+        or not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop)
+    ):
+        raise InvalidCall(
+            f"`stop` must be a string or a list of up to {MAX_STOP} strings of up to {MAX_STOP_CHARS} characters.",
+            param="stop",
+        )
+    return stop
+
+
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     """The sampling options passed on to DeepSeek as given, once checked."""
     options: dict[str, Any] = {}
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    max_tokens = _max_tokens(body)
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-            raise InvalidCall("`max_tokens` must be a positive whole number.", param="max_tokens")
         options["max_tokens"] = max_tokens
     for name, low, high in (
         ("temperature", 0, 2),
@@ -116,16 +159,12 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
         value = _number(body, name, low, high)
         if value is not None:
             options[name] = value
-    stop = body.get("stop")
+    stop = _stop(body)
     if stop is not None:
-        if isinstance(stop, str):
-            stop = [stop]
-        if not isinstance(stop, list) or len(stop) > 16 or not all(isinstance(s, str) for s in stop):
-            raise InvalidCall("`stop` must be a string or a list of up to 16 strings.", param="stop")
         options["stop"] = stop
     response_format = body.get("response_format")
     if response_format is not None:
-        if not isinstance(response_format, dict) or response_format.get("type") not in {"text", "json_object"}:
+        if not isinstance(response_format, dict) or not _choice(response_format.get("type"), {"text", "json_object"}):
             raise InvalidCall("`response_format.type` must be `text` or `json_object`.", param="response_format")
         options["response_format"] = {"type": response_format["type"]}
     return options
@@ -135,7 +174,7 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
     """Features this site does not relay are refused, rather than silently dropped."""
     if body.get("tools") or body.get("functions"):
         raise InvalidCall("Tool calls are not supported by this site.", param="tools", code="unsupported_parameter")
-    if body.get("n") not in (None, 1):
+    if body.get("n") is not None and (isinstance(body["n"], bool) or body["n"] != 1):
         raise InvalidCall("Only one choice (`n` = 1) is supported.", param="n", code="unsupported_parameter")
     if body.get("logprobs"):
         raise InvalidCall("`logprobs` is not supported.", param="logprobs", code="unsupported_parameter")
@@ -146,27 +185,66 @@ def _thinking(body: dict[str, Any]) -> bool:
     thinking = body.get("thinking")
     if thinking is None:
         return True
-    if not isinstance(thinking, dict) or thinking.get("type") not in {"enabled", "disabled"}:
+    if not isinstance(thinking, dict) or not _choice(thinking.get("type"), {"enabled", "disabled"}):
         raise InvalidCall("`thinking.type` must be `enabled` or `disabled`.", param="thinking")
     return thinking["type"] == "enabled"
 
 
-def parse_call(raw: bytes) -> CompletionCall:
-    """Read a chat completions request body, or refuse it saying which parameter is wrong."""
+def _flag(body: dict[str, Any], name: str) -> bool:
+    """A true/false parameter; absent or null is false, another type is refused."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, bool):
+        raise InvalidCall(f"`{name}` must be true or false.", param=name)
+    return bool(value)
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    """`stream_options.include_usage`, checked like any other flag."""
+    stream_options = body.get("stream_options")
+    if stream_options is None:
+        return False
+    if not isinstance(stream_options, dict):
+        raise InvalidCall("`stream_options` must be an object.", param="stream_options")
     try:
-        body = json.loads(raw or b"null")
-    except ValueError as exc:
-        raise InvalidCall("The request body is not valid JSON.") from exc
+        return _flag(stream_options, "include_usage")
+    except InvalidCall as exc:
+        raise InvalidCall(exc.message, param="stream_options.include_usage") from exc
+
+
+def _read_body(raw: bytes) -> dict[str, Any]:
+    """The call as a JSON object, read by the shared edge reader (bounded, no NUL, no lone surrogate)."""
+    try:
+        body = inputs.loads(raw or b"null", syntax_code="invalid_request")
+    except inputs.InvalidInput as exc:
+        raise InvalidCall(exc.detail, param=exc.field, code=exc.code) from exc
     if not isinstance(body, dict):
         raise InvalidCall("The request body must be a JSON object.")
+    return body
+
+
+def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
+    """At most MAX_TOTAL_CHARS characters in all the messages of one call."""
+    total = sum(map(len, system)) + sum(len(text) for _, text in turns)
+    if total > MAX_TOTAL_CHARS:
+        raise InvalidCall(
+            f"The messages hold {total:,} characters; at most {MAX_TOTAL_CHARS:,} are taken in one call.",
+            param="messages",
+        )
+
+
+def parse_call(raw: bytes) -> CompletionCall:
+    """Read a chat completions request body, or refuse it saying which parameter is wrong."""
+    body = _read_body(raw)
     _refuse_unsupported(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise InvalidCall("`messages` must be a non-empty list.", param="messages")
+    if len(messages) > MAX_MESSAGES:
+        raise InvalidCall(f"At most {MAX_MESSAGES:,} messages are taken in one call.", param="messages")
     system: list[str] = []
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
+        role = message.get("role") if isinstance(message, dict) and isinstance(message.get("role"), str) else None
         if role in SYSTEM_ROLES:
             system.append(_text(message.get("content"), index=index))
         elif role in CHAT_ROLES:
@@ -177,18 +255,18 @@ def parse_call(raw: bytes) -> CompletionCall:
             )
     if not turns or turns[-1][0] != "user":
         raise InvalidCall("The last message must be the user's.", param="messages")
+    _check_size(system, turns)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise InvalidCall("`model` must be a model id.", param="model")
-    stream_options = body.get("stream_options") or {}
     return CompletionCall(
         model=model,
         thinking=_thinking(body),
         system_prompt="\n\n".join(s for s in system if s),
         turns=turns,
         options=_options(body),
-        stream=bool(body.get("stream")),
-        include_usage=bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
+        stream=_flag(body, "stream"),
+        include_usage=_include_usage(body),
     )
 
 

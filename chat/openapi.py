@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings
 
+from chat import compat
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
@@ -21,11 +23,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {
-        400: "Invalid request",
+        400: "Invalid request: not a JSON object, nested over 32 levels, a NUL or lone surrogate, a wrong type",
         401: "No session and no valid token",
         403: "CSRF token missing (session requests)",
         404: "No such conversation (or not yours)",
         409: "A reply is already being written",
+        413: "The body is over the size limit (DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MB by default)",
         429: "Over a limit; see Retry-After",
     }
     return {str(s): _json(_ref("Error"), words[s]) for s in statuses}
@@ -185,6 +188,9 @@ def _schemas() -> dict[str, Any]:
                 "messages": {
                     "type": "array",
                     "minItems": 1,
+                    "maxItems": compat.MAX_MESSAGES,
+                    "description": f"At most {compat.MAX_TOTAL_CHARS:,} characters in all, each message at most "
+                    f"{settings.CHAT_MAX_MESSAGE_CHARS:,}.",
                     "items": {
                         "type": "object",
                         "required": ["role", "content"],
@@ -208,12 +214,30 @@ def _schemas() -> dict[str, Any]:
                 "stream": {"type": "boolean"},
                 "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
                 "thinking": {"type": "object", "properties": {"type": {"enum": ["enabled", "disabled"]}}},
-                "max_tokens": {"type": "integer", "minimum": 1},
+                "max_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": f"Clamped to the model's maximum, {settings.DEEPSEEK_MAX_OUTPUT_TOKENS:,}.",
+                },
+                "max_completion_tokens": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "The same as max_tokens, and takes precedence over it.",
+                },
                 "temperature": {"type": "number", "minimum": 0, "maximum": 2},
                 "top_p": {"type": "number", "minimum": 0, "maximum": 1},
                 "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
                 "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
-                "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 16}]},
+                "stop": {
+                    "oneOf": [
+                        {"type": "string", "maxLength": compat.MAX_STOP_CHARS},
+                        {
+                            "type": "array",
+                            "items": {"type": "string", "maxLength": compat.MAX_STOP_CHARS},
+                            "maxItems": compat.MAX_STOP,
+                        },
+                    ]
+                },
                 "response_format": {"type": "object", "properties": {"type": {"enum": ["text", "json_object"]}}},
             },
         },
@@ -285,7 +309,7 @@ def _paths() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "schema": {"type": "string"},
-                        "description": "Only those whose title or any message contains this text",
+                        "description": "Only those whose title or any message contains this text (no NUL)",
                     }
                 ],
                 "responses": {
@@ -296,13 +320,13 @@ def _paths() -> dict[str, Any]:
                         },
                         "The list",
                     ),
-                    **_errors(401),
+                    **_errors(400, 401),
                 },
             },
             "post": {
                 "summary": "Start a conversation",
                 "requestBody": {"content": {"application/json": {"schema": _ref("ConversationInput")}}},
-                "responses": {"201": _json(_ref("Conversation"), "Made"), **_errors(400, 401, 403)},
+                "responses": {"201": _json(_ref("Conversation"), "Made"), **_errors(400, 401, 403, 413)},
             },
         },
         "/api/conversations/{conversation_id}/": {
@@ -314,7 +338,7 @@ def _paths() -> dict[str, Any]:
             "patch": {
                 "summary": "Rename it or change its settings",
                 "requestBody": {"content": {"application/json": {"schema": _ref("ConversationInput")}}},
-                "responses": {"200": _json(_ref("Conversation"), "Changed"), **_errors(400, 401, 403, 404)},
+                "responses": {"200": _json(_ref("Conversation"), "Changed"), **_errors(400, 401, 403, 404, 413)},
             },
             "delete": {
                 "summary": "Delete it; a reply being written is stopped",
@@ -352,7 +376,7 @@ def _paths() -> dict[str, Any]:
                             "text/event-stream": {"schema": {"type": "string"}},
                         },
                     },
-                    **_errors(400, 401, 403, 404, 409, 429),
+                    **_errors(400, 401, 403, 404, 409, 413, 429),
                 },
             },
         },
@@ -417,16 +441,20 @@ def _paths() -> dict[str, Any]:
         "/api/tokens/": {
             "get": {
                 "summary": "The caller's live API tokens",
+                "description": "Session only: a request with a bearer token is refused (403 session_required).",
+                "security": [{"session": []}],
                 "responses": {
                     "200": _json(
                         {"type": "object", "properties": {"tokens": {"type": "array", "items": _ref("Token")}}},
                         "The tokens (never their values)",
                     ),
-                    **_errors(401),
+                    **_errors(401, 403),
                 },
             },
             "post": {
                 "summary": "Make a token; its value is in this answer only",
+                "description": "Session only (with the CSRF token): a bearer token cannot make tokens.",
+                "security": [{"session": []}],
                 "requestBody": {
                     "content": {
                         "application/json": {
@@ -438,14 +466,16 @@ def _paths() -> dict[str, Any]:
                         }
                     }
                 },
-                "responses": {"201": _json(_ref("Token"), "Made"), **_errors(400, 401, 403)},
+                "responses": {"201": _json(_ref("Token"), "Made"), **_errors(400, 401, 403, 413)},
             },
         },
         "/api/tokens/{token_id}/": {
             "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "delete": {
                 "summary": "Revoke a token",
-                "responses": {"204": {"description": "Revoked"}, **_errors(401, 404)},
+                "description": "Session only (with the CSRF token): a bearer token cannot revoke tokens.",
+                "security": [{"session": []}],
+                "responses": {"204": {"description": "Revoked"}, **_errors(401, 403, 404)},
             },
         },
         "/v1/models": {
@@ -489,6 +519,7 @@ def _paths() -> dict[str, Any]:
                         for status, words in (
                             (400, "Invalid request"),
                             (401, "No valid token"),
+                            (413, "The body is over the size limit"),
                             (402, "The DeepSeek account is out of credit"),
                             (429, "Over a limit; see Retry-After"),
                             (502, "DeepSeek failed"),

@@ -165,6 +165,7 @@ def _hide_from(conversation: Conversation, message: Message) -> None:
 def message_edit(*, conversation: Conversation, message_id: Any, content: Any, client_id: Any = "") -> Message:
     """Send an edited version of a user message: later turns move to a branch of their own, and a reply starts."""
     text = message_validate_content(content)
+    client_id = _client_id(client_id)
     _refuse_while_streaming(conversation)
     original = conversation.messages.filter(id=_uuid(message_id), role=Message.Role.USER, active=True).first()
     if original is None:
@@ -178,7 +179,7 @@ def message_edit(*, conversation: Conversation, message_id: Any, content: Any, c
                 parent=original.parent,
                 role=Message.Role.USER,
                 content=text,
-                client_id=(client_id if isinstance(client_id, str) else "")[:100],
+                client_id=client_id,
                 created_at=timezone.now(),
             )
             reply = _reply_start(conversation=conversation, parent=edited)
@@ -233,10 +234,22 @@ def branch_select(*, conversation: Conversation, message_id: Any) -> Message:
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
+    """A message id as sent by a client: not a string is refused, an unknown string finds nothing."""
+    if not isinstance(value, str):
+        raise ServiceError("invalid_field", "The message_id must be a message's id, as a string.")
     try:
-        return uuid.UUID(str(value))
+        return uuid.UUID(value)
     except ValueError:
         return None
+
+
+def _client_id(value: Any) -> str:
+    """The client's own tag for a message (absent is none); kept to the column's 100 characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ServiceError("invalid_field", "The client_id must be a string.")
+    return value[:100]
 
 
 def _check_limits(*, user_id: int) -> None:
@@ -301,7 +314,7 @@ def completion_create(
 def message_send(*, conversation: Conversation, content: Any, client_id: Any = "") -> tuple[Message, Message]:
     """Store the user's message and start the reply; refused with `busy` while a reply is written."""
     text = message_validate_content(content)
-    client_id = client_id if isinstance(client_id, str) else ""
+    client_id = _client_id(client_id)
     busy = ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
     if conversation.messages.streaming().exists():
         raise busy
@@ -314,7 +327,7 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
                 parent=conversation.messages.shown().last(),
                 role=Message.Role.USER,
                 content=text,
-                client_id=client_id[:100],
+                client_id=client_id,
                 created_at=now,
             )
             reply = _reply_start(conversation=conversation, parent=user_message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -25,6 +26,17 @@ logger = logging.getLogger(__name__)
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
+# An SSE cursor this site wrote: a message id and the seq seen (ASCII digits: '²'.isdigit() but int('²') fails).
+CURSOR = re.compile(r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}):(done|[0-9]{1,9})")
+
+
+def parse_cursor(last_event_id: str) -> tuple[str, int | None] | None:
+    """A Last-Event-ID as (message id, seq seen, None once done), or None if this site did not write it."""
+    match = CURSOR.fullmatch(last_event_id)
+    if match is None:
+        return None
+    message_id, position = match.groups()
+    return message_id, None if position == "done" else int(position)
 
 
 class DeltaFilter:
@@ -46,14 +58,13 @@ class DeltaFilter:
             self.sent_seq[streaming["message_id"]] = streaming["seq"]
         self.created.update(message["id"] for message in state.get("messages", []))
 
-    def note_cursor(self, last_event_id: str) -> None:
-        """A resuming client has seen this message, and this reply up to the cursor's seq."""
-        message_id, _, position = last_event_id.partition(":")
+    def note_cursor(self, message_id: str, seq: int | None) -> None:
+        """A resuming client has seen this message, and this reply up to `seq` (None: to its end)."""
         self.created.add(message_id)
-        if position == "done":
+        if seq is None:
             self.completed.add(message_id)
-        elif position.isdigit():
-            self.sent_seq[message_id] = int(position)
+        else:
+            self.sent_seq[message_id] = seq
 
     def verdict(self, event: dict[str, Any]) -> str:
         """`send`, `drop` (already covered) or `resync` (a delta went missing) for one event."""
@@ -119,6 +130,8 @@ class Subscription:
                     event = await self.layer.receive(self.channel)
             except TimeoutError:
                 return None
+            if event["type"] == "session.changed":
+                continue  # for the owner's sockets only (a token's stream does not end with a session)
             if event["type"].startswith("conversation.") and event["conversation"]["id"] != str(self.conversation.id):
                 continue  # the owner's other conversations
             return event
@@ -210,20 +223,20 @@ async def _reply_rest(reply: Message, seq: int) -> list[dict[str, Any]] | None:
     return [events.message_completed_event(reply)]
 
 
-async def replay_after(conversation: Conversation, last_event_id: str) -> list[dict[str, Any]] | None:
-    """The events after an SSE cursor (deltas from the shared log, by seq); None if it can't be resumed."""
-    message_id, _, position = last_event_id.partition(":")
+async def replay_after(conversation: Conversation, cursor: tuple[str, int | None]) -> list[dict[str, Any]] | None:
+    """The events after a parsed SSE cursor (deltas from the shared log, by seq); None if it can't be resumed."""
+    message_id, seq = cursor
     messages = await database_sync_to_async(list)(conversation.messages.shown())
     index = next((i for i, m in enumerate(messages) if str(m.id) == message_id), None)
     if index is None:
         return None
     replay: list[dict[str, Any]] = []
     anchor = messages[index]
-    if anchor.role == Message.Role.ASSISTANT and position != "done":
-        try:
-            rest = await _reply_rest(anchor, int(position or 0))
-        except ValueError:
-            return None
+    if anchor.role == Message.Role.ASSISTANT:
+        if seq is None and anchor.status == Message.Status.STREAMING:
+            return None  # "done" for a reply still being written: not a cursor this site gave
+        # A seq beyond the shared log (a made-up one) finds no whole log: the client starts afresh.
+        rest = await _reply_rest(anchor, seq) if seq is not None else []
         if rest is None:
             return None
         replay += rest
@@ -246,13 +259,15 @@ async def conversation_events(subscription: Subscription, last_event_id: str | N
     filter_ = DeltaFilter()
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
     try:
-        replay = await replay_after(subscription.conversation, last_event_id) if last_event_id else None
-        if replay is None:
+        # A malformed or foreign Last-Event-ID is no cursor at all: the client gets a fresh state.
+        cursor = parse_cursor(last_event_id) if last_event_id else None
+        replay = await replay_after(subscription.conversation, cursor) if cursor is not None else None
+        if replay is None or cursor is None:
             state = await selectors.conversation_state(conversation=subscription.conversation)
             filter_.note_state(state)
             yield sse_frame(state)
         else:
-            filter_.note_cursor(last_event_id or "")
+            filter_.note_cursor(*cursor)
             for event in replay:
                 if filter_.verdict(event) == "send":
                     yield sse_frame(event)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import compat, services, streams
+from chat import compat, inputs, services, streams
 from chat.models import Conversation
 
 MODEL_CREATED = 1_700_000_000  # DeepSeek gives no date; a fixed one keeps clients' pydantic models happy.
@@ -158,7 +158,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     if token is None:
         return _no_token()
     try:
-        call = compat.parse_call(request.body)
+        call = compat.parse_call(inputs.read_body(request))
+    except inputs.InvalidInput as exc:  # over Django's body limit
+        return openai_error(exc.status, exc.detail, code=exc.code)
     except compat.InvalidCall as exc:
         return openai_error(400, exc.message, code=exc.code, param=exc.param)
     user = await request.auser()

@@ -8,12 +8,13 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.forms import UserCreationForm
+from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
+from django.views import defaults
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import openapi, selectors, services, tokens
+from chat import api, compat, inputs, openapi, selectors, services, signin, tokens
 from chat.models import Conversation
 
 
@@ -70,32 +71,38 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """Create an account and log in."""
+    """Create an account and log in; each attempt counts against the address's sign-ups before it is checked."""
     if request.user.is_authenticated:
         return redirect("chat:home")
-    form = UserCreationForm(request.POST or None)
+    refusal = signin.signup_refusal(request) if request.method == "POST" else None
+    form = signin.SignupForm(request.POST or None, refusal=refusal)
     if request.method == "POST" and form.is_valid():
         user = form.save()
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("chat:home")
-    return render(request, "registration/signup.html", {"form": form})
+    return signin.refused(render(request, "registration/signup.html", {"form": form}), refusal)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens_page(request: HttpRequest) -> HttpResponse:
     """Account settings: make personal API tokens (each shown once) and revoke them."""
-    created = None
+    created, error = None, None
     if request.method == "POST":
         if "revoke" in request.POST:
-            token = request.user.api_tokens.active().filter(id=request.POST["revoke"]).first()
+            token_id = inputs.id_param(request.POST["revoke"])  # not a number: no such token
+            token = request.user.api_tokens.active().filter(id=token_id).first() if token_id is not None else None
             if token is not None:
                 tokens.token_revoke(token=token)
             return redirect("chat:tokens")
-        name = request.POST.get("name", "").strip()
+        try:
+            name = inputs.text_param(request.POST, "name").strip()
+        except inputs.InvalidInput as exc:  # a NUL, which PostgreSQL refuses in text
+            name, error = "", exc.detail
         if name:
             created = tokens.token_create(user=request.user, name=name)[1]
-    return render(request, "registration/tokens.html", {"tokens": request.user.api_tokens.active(), "created": created})
+    context = {"tokens": request.user.api_tokens.active(), "created": created, "error": error}
+    return render(request, "registration/tokens.html", context, status=400 if error else 200)
 
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
@@ -126,3 +133,17 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 def api_schema(request: HttpRequest) -> JsonResponse:
     """The OpenAPI document, naming this site as its server."""
     return JsonResponse(openapi.schema(server_url=_site_url(request)), json_dumps_params={"indent": 1})
+
+
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """Django's own 400s (a form body over the limit, too many fields) in JSON on /api/ and /v1/, as programs expect."""
+    if isinstance(exception, RequestDataTooBig):
+        refusal = inputs.too_large()
+    else:  # too many fields, a host not allowed, another request Django will not read
+        refusal = inputs.InvalidInput("The request could not be read.")
+    if request.path.startswith("/v1/"):
+        body = compat.error_body(refusal.detail, status=refusal.status, code=refusal.code)
+        return JsonResponse(body, status=refusal.status)
+    if request.path.startswith("/api/"):
+        return api.error_response(refusal.status, refusal.code, refusal.detail)
+    return defaults.bad_request(request, exception)

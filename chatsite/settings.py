@@ -205,6 +205,8 @@ DEEPSEEK_BASE_URL = env_str("DEEPSEEK_BASE_URL", "https://api.deepseek.com")
 DEEPSEEK_MODELS = env_list("DEEPSEEK_MODELS", "deepseek-v4-flash,deepseek-v4-pro")
 DEEPSEEK_STREAM_IDLE_TIMEOUT = env_float("DEEPSEEK_STREAM_IDLE_TIMEOUT", 60)
 DEEPSEEK_REQUEST_TIMEOUT = env_float("DEEPSEEK_REQUEST_TIMEOUT", 600)  # the overall deadline of one reply
+# The most output tokens a call may ask for; /v1's max_tokens / max_completion_tokens are clamped to it.
+DEEPSEEK_MAX_OUTPUT_TOKENS = int(env_str("DEEPSEEK_MAX_OUTPUT_TOKENS", "65536"))
 # Retries happen only before the first byte (429, 5xx, connection errors), within this much waiting.
 DEEPSEEK_RETRY_BUDGET_SECONDS = env_float("DEEPSEEK_RETRY_BUDGET_SECONDS", 20)
 DEEPSEEK_RETRY_BASE_SECONDS = env_float("DEEPSEEK_RETRY_BASE_SECONDS", 1.0)
@@ -218,6 +220,12 @@ CHAT_REPLY_LEASE_SECONDS = env_float("CHAT_REPLY_LEASE_SECONDS", 15)
 CHAT_LIMIT_MESSAGES_PER_MINUTE = int(env_str("CHAT_LIMIT_MESSAGES_PER_MINUTE", "20"))
 CHAT_LIMIT_CONCURRENT_REPLIES = int(env_str("CHAT_LIMIT_CONCURRENT_REPLIES", "3"))
 CHAT_LIMIT_DAILY_TOKENS = int(env_str("CHAT_LIMIT_DAILY_TOKENS", "0"))
+# Sign-in and sign-up throttles (0 turns one off), counted in Redis when REDIS_URL is set (chat/throttle.py).
+CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT = int(env_str("CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT", "10"))  # per 15 minutes
+CHAT_LOGIN_ATTEMPTS_PER_ADDRESS = int(env_str("CHAT_LOGIN_ATTEMPTS_PER_ADDRESS", "50"))  # per 15 minutes
+CHAT_SIGNUPS_PER_ADDRESS = int(env_str("CHAT_SIGNUPS_PER_ADDRESS", "10"))  # per hour
+# Open sockets (conversation and sidebar) per user, across every process; the next is refused.
+CHAT_LIMIT_SOCKETS_PER_USER = int(env_str("CHAT_LIMIT_SOCKETS_PER_USER", "50"))
 # The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
 CHAT_CONTEXT_TOKENS = int(env_str("CHAT_CONTEXT_TOKENS", "100000"))
 # SSE streams send a `: ping` comment after this many seconds without an event.

@@ -13,12 +13,12 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 
-from chat import review
+from chat import review, signin
 from chat.models import Conversation, Message
 
 MESSAGE_FIELDS = (
@@ -89,6 +89,16 @@ def _download(body: str, filename: str, content_type: str) -> HttpResponse:
     response = HttpResponse(body, content_type=content_type)
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
+
+
+def _usage_days(text: str) -> int | None:
+    """The `?days=` of the usage page (30 when empty), or None when it is not a whole number from 1 to 3650."""
+    if not text:
+        return 30
+    if not (text.isascii() and text.isdigit()) or len(text) > 4:  # 5 digits are out of range anyway
+        return None
+    days = int(text)
+    return days if 1 <= days <= review.USAGE_MAX_DAYS else None
 
 
 @admin.register(Conversation)
@@ -166,16 +176,12 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def usage_view(self, request: HttpRequest) -> HttpResponse:
         """Replies and tokens per user per day (the last N days), on a page or as CSV."""
-        days = int(request.GET.get("days", "30") or 30)
+        days = _usage_days(request.GET.get("days", ""))
+        if days is None:
+            return HttpResponseBadRequest(f"days must be a whole number from 1 to {review.USAGE_MAX_DAYS}.")
         rows = review.usage_by_user_and_day(days=days)
         if request.GET.get("format") == "csv":
-            lines = ["day,user,replies,prompt_tokens,completion_tokens,reasoning_tokens"]
-            lines += [
-                f"{r['day']},{r['conversation__owner__username']},{r['replies']},"
-                f"{r['prompt_tokens']},{r['completion_tokens']},{r['reasoning_tokens']}"
-                for r in rows
-            ]
-            return _download("\n".join(lines) + "\n", "usage.csv", "text/csv")
+            return _download(review.usage_csv(rows=rows), "usage.csv", "text/csv")
         context = {
             **self.admin_site.each_context(request),
             "title": "Usage per user and day",
@@ -208,6 +214,8 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 
 User = get_user_model()
+# Its sign-in page counts attempts like the site's (chat/signin.py), so it is no way around the throttle.
+admin.site.login_form = signin.ThrottledAdminAuthenticationForm
 admin.site.unregister(User)
 
 

@@ -39,6 +39,10 @@ EXPORT_COLUMNS = [
     "reasoning_tokens",
     "error_code",
 ]
+USAGE_COLUMNS = ["day", "user", "replies", "prompt_tokens", "completion_tokens", "reasoning_tokens"]
+USAGE_MAX_DAYS = 3650
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def conversations_flag(*, conversations: QuerySet[Conversation], reviewer: AbstractBaseUser, flagged: bool) -> int:
@@ -74,13 +78,23 @@ def _export_rows(conversations: QuerySet[Conversation]) -> list[dict[str, Any]]:
     ]
 
 
+def csv_cell(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: user text such as `=HYPERLINK(…)` must never run as a formula."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
+    """Every CSV export goes through here, so no cell of any of them can run as a formula."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+    return out.getvalue()
+
+
 def conversations_csv(*, conversations: QuerySet[Conversation]) -> str:
     """Every message of these conversations (all branches), one CSV row each."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS)
-    writer.writeheader()
-    writer.writerows(_export_rows(conversations))
-    return out.getvalue()
+    return _csv(EXPORT_COLUMNS, _export_rows(conversations))
 
 
 def conversations_json(*, conversations: QuerySet[Conversation]) -> str:
@@ -100,7 +114,9 @@ def conversations_json(*, conversations: QuerySet[Conversation]) -> str:
 
 
 def usage_by_user_and_day(*, days: int = 30) -> list[dict[str, Any]]:
-    """Replies and tokens per user per UTC day, newest day first, over the last `days` days."""
+    """Replies and tokens per user per UTC day, newest day first, over the last `days` days (1 to 3650)."""
+    if not 1 <= days <= USAGE_MAX_DAYS:
+        raise ValueError(f"days must be from 1 to {USAGE_MAX_DAYS}")
     since = timezone.now() - timedelta(days=days)
     return list(
         Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
@@ -113,6 +129,21 @@ def usage_by_user_and_day(*, days: int = 30) -> list[dict[str, Any]]:
             reasoning_tokens=Sum("reasoning_tokens", default=0),
         )
         .order_by("-day", "conversation__owner__username")
+    )
+
+
+def usage_csv(*, rows: list[dict[str, Any]]) -> str:
+    """Rows of `usage_by_user_and_day` as CSV, one line per user and day."""
+    return _csv(
+        USAGE_COLUMNS,
+        [
+            {
+                "day": r["day"],
+                "user": r["conversation__owner__username"],
+                **{key: r[key] for key in USAGE_COLUMNS[2:]},
+            }
+            for r in rows
+        ],
     )
 
 

@@ -2,7 +2,12 @@
 
 `logging_config()` builds the LOGGING setting: plain lines, or one JSON object a line with
 `LOG_FORMAT=json`. Ids come from `bind()` (a context variable, so a reply's task and everything it
-starts carry them); keys and tokens are masked in every record whatever the level.
+starts carry them); keys and tokens are masked, and URL queries dropped, in every record whatever
+the level.
+
+`python -m chatsite.logs <daphne arguments>` runs daphne with its access log written through these
+logs (so masked, and JSON with `LOG_FORMAT=json`) instead of as raw lines on stdout that carry each
+request's query string; deploy/chat@.service and the Dockerfile start the site that way.
 """
 
 from __future__ import annotations
@@ -12,12 +17,18 @@ import datetime as dt
 import json
 import logging
 import re
+import sys
 from typing import Any
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
 
 # DeepSeek/OpenAI keys, this site's API tokens, and bearer headers.
-SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|dsc_[A-Za-z0-9_-]{8,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
+SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|dsc_[A-Za-z0-9_-]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,})")
+# The query of any URL path: search text (`/api/conversations/?q=`), admin searches, a `next=`
+# that carries another URL's query, tokens a client put in a link. Paths are kept. A query runs to
+# whitespace; a quote ends it only where it closes the quoted URL (`"GET /x?q" 200`, `'/x?q'>`).
+URL_QUERY = re.compile(r"""(/[^\s?]*)\?(?:[^\s"']|["'](?!>?(?:\s|$)))*""")
+ACCESS = logging.getLogger("chatsite.access")
 CONTEXT_FIELDS = ("conversation_id", "message_id", "user_id")
 STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -28,20 +39,24 @@ def bind(**ids: Any) -> None:
 
 
 def _mask(text: str) -> str:
-    return SECRET.sub("[redacted]", text)
+    """Mask keys and tokens and drop URL queries, so no log line keeps a secret or a user's search."""
+    return URL_QUERY.sub(r"\1?[redacted]", SECRET.sub("[redacted]", text))
 
 
 class ContextFilter(logging.Filter):
-    """Add the bound ids to the record, and mask secrets in its message and arguments."""
+    """Add the bound ids to the record, and mask secrets and queries in its message."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _context.get().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
-        record.msg = _mask(str(record.msg))
-        if record.args:
-            args = record.args if isinstance(record.args, tuple) else (record.args,)
-            record.args = tuple(_mask(a) if isinstance(a, str) else a for a in args)
+        # The whole message is masked, not its parts: a query may span the format string and an
+        # argument, and arguments may be a mapping (`"%(path)s", details`).
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError, KeyError):  # a broken call: log its template, never its arguments
+            message = str(record.msg)
+        record.msg, record.args = _mask(message), None
         return True
 
 
@@ -62,14 +77,16 @@ class JsonFormatter(logging.Formatter):
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _mask(record.getMessage()),
         }
+        # Each value is masked, not the JSON text: dropping a query there could eat a closing quote.
+        # Extras such as django.request's `request` print the full path with its query.
         for key, value in record.__dict__.items():
             if key not in STANDARD and not key.startswith("_"):
-                data[key] = value if isinstance(value, int | float | bool | type(None)) else str(value)
+                data[key] = value if isinstance(value, int | float | bool | type(None)) else _mask(str(value))
         if record.exc_info:
-            data["exception"] = self.formatException(record.exc_info)
-        return _mask(json.dumps(data, ensure_ascii=False))
+            data["exception"] = _mask(self.formatException(record.exc_info))
+        return json.dumps(data, ensure_ascii=False)
 
 
 def logging_config(*, json_format: bool, level: str) -> dict[str, Any]:
@@ -90,6 +107,54 @@ def logging_config(*, json_format: bool, level: str) -> dict[str, Any]:
             }
         },
         "root": {"handlers": ["console"], "level": level},
-        # The SDK and HTTP clients log request details at DEBUG; they never need to reach production logs.
-        "loggers": {name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore", "openai")},
+        "loggers": {
+            # The SDK and HTTP clients log request details at DEBUG; they never need to reach production logs.
+            **{name: {"level": "WARNING"} for name in ("httpx", "httpx2", "httpcore", "openai")},
+            # Django's defaults give these handlers of their own, which write request lines unmasked.
+            "django": {"handlers": []},
+            "django.server": {"handlers": [], "propagate": True},
+        },
     }
+
+
+class AccessLog:
+    """daphne's action logger: one access line per request or socket event, through these logs so it is masked."""
+
+    def __call__(self, protocol: str, action: str, details: dict[str, Any]) -> None:
+        path = _mask(str(details.get("path", "")))
+        client = details.get("client") or "-"
+        if protocol == "http" and action == "complete":
+            status, size = details.get("status"), details.get("size")
+            duration_ms = round(details.get("time_taken", 0) * 1000)
+            ACCESS.info(
+                '%s "%s %s" %s %s %dms',
+                client,
+                details.get("method"),
+                path,
+                status,
+                size,
+                duration_ms,
+                extra={"client": client, "path": path, "status_code": status, "duration_ms": duration_ms},
+            )
+        elif protocol == "websocket":
+            ACCESS.info('%s "WS%s %s"', client, action.upper(), path, extra={"client": client, "path": path})
+
+
+def serve(argv: list[str] | None = None) -> None:
+    """Run daphne's command line, with its access log (on unless `-v 0`) going through `AccessLog`."""
+    # Imported here: importing daphne.server installs Twisted's reactor, which only a server wants.
+    from daphne.cli import CommandLineInterface
+    from daphne.server import Server
+
+    class MaskedServer(Server):
+        def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
+            super().__init__(*args, action_logger=AccessLog() if action_logger else None, **kwargs)
+
+    class MaskedCommandLine(CommandLineInterface):
+        server_class = MaskedServer
+
+    MaskedCommandLine().run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    serve()

@@ -21,7 +21,7 @@ $(VENV)/.test-deps: requirements.txt requirements-dev.txt | $(BIN)/python
 
 run: $(VENV)/.serve-deps
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/daphne -b $(HOST) -p $(PORT) chatsite.asgi:application
+	$(BIN)/python -m chatsite.logs -b $(HOST) -p $(PORT) chatsite.asgi:application
 
 test: $(VENV)/.test-deps
 	.ci/ensure-redis

@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import redirect, render
-from django.views import defaults
+from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
 
 from chat import api, compat, inputs, openapi, selectors, services, signin, tokens
@@ -147,3 +147,13 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if request.path.startswith("/api/"):
         return api.error_response(refusal.status, refusal.code, refusal.detail)
     return defaults.bad_request(request, exception)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A refused CSRF check in JSON on /api/ and /v1/, where programs read it; the usual page elsewhere."""
+    detail = "This request carries a session cookie but no CSRF token: send X-CSRFToken, or use an API token."
+    if request.path.startswith("/v1/"):
+        return JsonResponse(compat.error_body(detail, status=403, code="csrf_failed"), status=403)
+    if request.path.startswith("/api/"):
+        return api.error_response(403, "csrf_failed", detail)
+    return csrf.csrf_failure(request, reason=reason)

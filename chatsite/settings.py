@@ -181,6 +181,8 @@ else:
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
+# A refused CSRF check answers JSON on /api/ and /v1/, where programs read it.
+CSRF_FAILURE_VIEW = "chat.views.csrf_failure"
 # Behind a TLS-terminating proxy (see DEPLOY.md): trust its X-Forwarded-Proto, redirect to https,
 # send HSTS and secure cookies. /healthz and /metrics stay reachable over plain HTTP inside the network.
 HTTPS = env_bool("DJANGO_HTTPS", False)

@@ -57,6 +57,9 @@ def test_cross_site_post_without_csrf_token_is_refused(user):
     client.force_login(user)
     response = client.post("/api/conversations/", json.dumps({}), content_type="application/json")
     assert response.status_code == 403
+    assert response.json()["error"]["code"] == "csrf_failed"  # in the API's shape, for programs
+    response = client.post("/v1/chat/completions", json.dumps({}), content_type="application/json")
+    assert response.status_code == 403 and response.json()["error"]["code"] == "csrf_failed"
     conversation = services.conversation_create(owner=user)
     response = client.delete(f"/api/conversations/{conversation.id}/")
     assert response.status_code == 403

@@ -170,7 +170,9 @@ async def conversation_events(request: HttpRequest, conversation_id: Any) -> Htt
     found = await database_sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if found is None:
         return _not_found()
-    subscription = await streams.Subscription(found).open()
+    # A session's stream ends with the session (logout, new password); a token's does not.
+    session_key = None if getattr(request, "api_token", None) else request.session.session_key
+    subscription = await streams.Subscription(found, session_key=session_key).open()
     resume = request.headers.get("Last-Event-ID") or None
     return _streaming(streams.conversation_events(subscription, resume), streams.SSE)
 

@@ -93,11 +93,16 @@ class DeltaFilter:
         return "send"
 
 
+class SessionEnded(Exception):
+    """The session a stream was opened with has ended (logged out, new password, account gone)."""
+
+
 class Subscription:
     """A channel of this process in a conversation's group (and its owner's), for one HTTP stream."""
 
-    def __init__(self, conversation: Conversation) -> None:
+    def __init__(self, conversation: Conversation, *, session_key: str | None = None) -> None:
         self.conversation = conversation
+        self.session_key = session_key  # None for a token's stream, which a session's end does not touch
         self.groups = [events.conversation_group(conversation.id), events.user_group(conversation.owner_id)]
         self.layer = get_channel_layer()
         self.channel = ""
@@ -131,7 +136,9 @@ class Subscription:
             except TimeoutError:
                 return None
             if event["type"] == "session.changed":
-                continue  # for the owner's sockets only (a token's stream does not end with a session)
+                if self.session_key is not None and event["session_key"] in (None, self.session_key):
+                    raise SessionEnded  # a client whose session still holds reconnects at once
+                continue
             if event["type"].startswith("conversation.") and event["conversation"]["id"] != str(self.conversation.id):
                 continue  # the owner's other conversations
             return event
@@ -272,7 +279,10 @@ async def conversation_events(subscription: Subscription, last_event_id: str | N
                 if filter_.verdict(event) == "send":
                     yield sse_frame(event)
         while True:
-            event = await subscription.receive(heartbeat)
+            try:
+                event = await subscription.receive(heartbeat)
+            except SessionEnded:
+                return
             if event is None:
                 yield HEARTBEAT
                 continue

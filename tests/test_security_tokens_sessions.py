@@ -462,3 +462,36 @@ def test_pages_carry_the_security_headers_docs_security_promises(live_site):
     session = next(c for c in client.cookies.jar if c.name == "sessionid")
     assert session.has_nonstandard_attr("HttpOnly")
     client.close()
+
+
+async def test_logging_out_ends_that_sessions_sse_stream_but_not_a_tokens(live_site):
+    base_url = live_site.start()
+    client = await asyncio.to_thread(sign_up, base_url, "sse-leaver")
+    conversation_id = await asyncio.to_thread(new_conversation, client)
+    _, plain = await asyncio.to_thread(new_token, client)
+    path = f"/api/conversations/{conversation_id}/events/"
+
+    async def follow(headers: dict[str, str], cookies: dict[str, str], ended: asyncio.Event, started: asyncio.Event):
+        async with httpx.AsyncClient(base_url=base_url, cookies=cookies, timeout=30) as http:
+            async with http.stream("GET", path, headers=headers) as response:
+                assert response.status_code == 200
+                async for line in response.aiter_lines():
+                    if line.startswith("event: conversation.state"):
+                        started.set()
+        ended.set()
+
+    session_ended, session_started = asyncio.Event(), asyncio.Event()
+    token_ended, token_started = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.ensure_future(follow({}, dict(client.cookies), session_ended, session_started)),
+        asyncio.ensure_future(follow({"Authorization": f"Bearer {plain}"}, {}, token_ended, token_started)),
+    ]
+    await asyncio.wait_for(asyncio.gather(session_started.wait(), token_started.wait()), 10)
+    await asyncio.to_thread(client.post, "/accounts/logout/", headers={"X-CSRFToken": client.cookies["csrftoken"]})
+    await asyncio.wait_for(session_ended.wait(), 1.5)
+    await asyncio.sleep(0.5)
+    assert not token_ended.is_set()  # a program's token is not a session
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    client.close()

@@ -34,15 +34,6 @@ def api_login_required(view: Handler) -> Handler:
     return wrapper
 
 
-# The body is not the JSON object the endpoint expects: too large, too deep, unstorable text, not JSON.
-BadRequest = inputs.InvalidInput
-
-
-def _json_body(request: HttpRequest) -> dict[str, Any]:
-    """The request's JSON object body, read once at the edge (chat.inputs); an empty body is an empty object."""
-    return inputs.json_object(request)
-
-
 def _bad_input(exc: inputs.InvalidInput) -> JsonResponse:
     """A body or parameter refused at the edge: 400, or 413 for one too large, in the API's error shape."""
     return error_response(exc.status, exc.code, exc.detail)
@@ -81,7 +72,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
         items = selectors.conversation_list(user=request.user, query=query)
         return JsonResponse({"conversations": [conversation_to_dict(c) for c in items]})
     try:
-        body = _json_body(request)
+        body = inputs.json_object(request)
         conversation = services.conversation_create(
             owner=request.user,
             title=body.get("title", ""),
@@ -89,7 +80,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
             thinking=body.get("thinking", True),
             system_prompt=body.get("system_prompt", ""),
         )
-    except BadRequest as exc:
+    except inputs.InvalidInput as exc:
         return _bad_input(exc)
     except services.ServiceError as exc:
         return _refusal(exc)
@@ -109,12 +100,12 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
         services.conversation_delete(conversation=found)
         return HttpResponse(status=204)
     try:
-        body = _json_body(request)
+        body = inputs.json_object(request)
         allowed = {"title", "model", "thinking", "system_prompt"}
         updated = services.conversation_update(
             conversation=found, changes={k: v for k, v in body.items() if k in allowed}
         )
-    except BadRequest as exc:
+    except inputs.InvalidInput as exc:
         return _bad_input(exc)
     except services.ServiceError as exc:
         return _refusal(exc)
@@ -143,14 +134,14 @@ async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     # A stream joins the conversation's group before the reply exists, so it misses nothing.
     subscription = await streams.Subscription(found).open() if kind else None
     try:
-        body = _json_body(request)
+        body = inputs.json_object(request)
         user_message, reply = await database_sync_to_async(services.message_send)(
             conversation=found, content=body.get("content"), client_id=body.get("client_id", "")
         )
-    except (BadRequest, services.ServiceError) as exc:
+    except (inputs.InvalidInput, services.ServiceError) as exc:
         if subscription is not None:
             await subscription.close()
-        if isinstance(exc, BadRequest):
+        if isinstance(exc, inputs.InvalidInput):
             return _bad_input(exc)
         return _refusal(exc)
     if subscription is None:
@@ -234,8 +225,8 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
         return JsonResponse({"tokens": [_token_to_dict(t) for t in request.user.api_tokens.active()]})
     try:
-        name = _json_body(request).get("name", "")
-    except BadRequest as exc:
+        name = inputs.json_object(request).get("name", "")
+    except inputs.InvalidInput as exc:
         return _bad_input(exc)
     if not isinstance(name, str) or not name.strip():
         return error_response(400, "invalid_field", "Give the token a name, so you know later what uses it.")

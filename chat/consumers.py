@@ -77,9 +77,13 @@ class RelayConsumer(AsyncWebsocketConsumer):
             await self.close()
         return False
 
+    async def send_error(self, code: str, detail: str) -> None:
+        """Refuse a request of this socket only; the socket stays open."""
+        await self.send(text_data=events.frame_text(events.error_event(code=code, detail=detail)))
+
     async def end(self, *, close_code: int, code: str, detail: str) -> None:
         """Say why in an `error` event, then close (daphne drops a close frame's reason, so the event says it)."""
-        await self.send(text_data=json.dumps({"type": "error", "code": code, "detail": detail}))
+        await self.send_error(code, detail)
         await self.close(code=close_code, reason=detail)
 
     async def take_seat(self) -> bool:
@@ -152,9 +156,7 @@ class ConversationConsumer(RelayConsumer):
         await self.send_state()
 
     async def disconnect(self, code: int) -> None:
-        """Leave the groups; any reply goes on without this socket."""
-        LIVE.discard(self)
-        await self.release_seat()
+        """Leave the groups; any reply goes on without this socket (its seat goes back in __call__)."""
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
             await self.channel_layer.group_discard(self.group, self.channel_name)
@@ -188,10 +190,6 @@ class ConversationConsumer(RelayConsumer):
             await self.send_error("not_found", "There is no such message in this conversation.")
             return
         await self.send_json(events.messages_older_event(before=before, messages=older))
-
-    async def send_error(self, code: str, detail: str) -> None:
-        """Refuse a request of this socket only; the socket stays open."""
-        await self.send_json({"type": "error", "code": code, "detail": detail})
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Parse one client frame and hand it to the service it asks for."""
@@ -301,18 +299,14 @@ class SidebarConsumer(RelayConsumer):
         await self.channel_layer.group_add(self.user_group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
-        """Leave the group."""
-        LIVE.discard(self)
-        await self.release_seat()
+        """Leave the group (its seat goes back in __call__)."""
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
             await self.channel_layer.group_discard(self.user_group, self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Refuse frames: the sidebar socket only listens."""
-        await self.send(
-            text_data=json.dumps({"type": "error", "code": "unknown_type", "detail": "This socket only listens."})
-        )
+        await self.send_error("unknown_type", "This socket only listens.")
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         """A conversation was created, renamed or changed."""

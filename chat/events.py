@@ -88,6 +88,11 @@ def sessions_changed_on_commit(*, user_id: int, session_key: str | None = None) 
     _publish_on_commit(user_group(user_id), event)
 
 
+def error_event(*, code: str, detail: str) -> dict[str, Any]:
+    """An `error` event: a refusal for one socket only, a code for programs and a sentence for people."""
+    return {"type": "error", "code": code, "detail": detail}
+
+
 def delta_event(*, message_id: uuid.UUID, seq: int, content: str, reasoning: str) -> dict[str, Any]:
     """A `message.delta` event: text to append to a reply, numbered by its writer."""
     event: dict[str, Any] = {"type": "message.delta", "message_id": str(message_id), "seq": seq}
@@ -148,7 +153,7 @@ def frame_text(event: dict[str, Any]) -> str:
 
 def _size(value: Any) -> int:
     """Bytes of a value in a frame."""
-    return len(json.dumps(value, separators=(",", ":")))
+    return len(frame_text(value))
 
 
 def _cut(text: str, max_bytes: int, *, keep_end: bool) -> str:

@@ -45,6 +45,35 @@ def _in_words(seconds: int) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+def window_key(prefix: str, period: int) -> str:
+    """The counter of the current fixed window of `period` seconds."""
+    return f"{prefix}:{int(time.time() // period)}"
+
+
+def _incr(key: str, period: int) -> int:
+    """One atomic INCR on a window's counter; the key outlives its window, so it cannot expire in use."""
+    try:
+        cache.add(key, 0, timeout=2 * period)
+        return cache.incr(key)
+    except ValueError:  # evicted or flushed between the two calls: create it once more
+        cache.add(key, 0, timeout=2 * period)
+        return cache.incr(key)
+
+
+def count_in_window(*, prefix: str, limit: int, period: int, detail: str, refund: bool = False) -> None:
+    """Count one event in the current window (one atomic step, so it holds across processes), or refuse it.
+
+    The refusal says `detail` and the wait until the window ends; with `refund` a refused event is not
+    counted, otherwise it is (so hammering keeps the count up).
+    """
+    key = window_key(prefix, period)
+    if _incr(key, period) > limit:
+        if refund:
+            cache.decr(key)
+        wait = max(1, period - int(time.time()) % period)
+        raise LimitExceeded(f"{detail}; try again in {_in_words(wait)}.", wait)
+
+
 def check_send(*, user_id: int) -> None:
     """Count one message against the user's limits, or refuse it saying when to try again."""
     concurrent = settings.CHAT_LIMIT_CONCURRENT_REPLIES
@@ -63,17 +92,13 @@ def check_send(*, user_id: int) -> None:
             )
     per_minute = settings.CHAT_LIMIT_MESSAGES_PER_MINUTE
     if per_minute:
-        window = int(time.time() // 60)
-        key = f"chat:limits:messages:{user_id}:{window}"
-        cache.add(key, 0, timeout=120)
-        count = cache.incr(key)
-        if count > per_minute:
-            cache.decr(key)
-            wait = max(1, 60 * (window + 1) - int(time.time()))
-            raise LimitExceeded(
-                f"You have sent {per_minute} messages this minute, the most allowed; try again in {_in_words(wait)}.",
-                wait,
-            )
+        count_in_window(
+            prefix=f"chat:limits:messages:{user_id}",
+            limit=per_minute,
+            period=60,
+            detail=f"You have sent {per_minute} messages this minute, the most allowed",
+            refund=True,
+        )
 
 
 def record_tokens(*, user_id: int, tokens: int) -> None:

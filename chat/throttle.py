@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import time
 
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
 
-from chat.limits import LimitExceeded, _in_words
+from chat import limits
 
 LOGIN_WINDOW_SECONDS = 15 * 60
 SIGNUP_WINDOW_SECONDS = 60 * 60
@@ -35,10 +34,10 @@ def client_address(request: HttpRequest | None) -> str:
     return str(address)
 
 
-def _key(kind: str, subject: str, window: int) -> str:
-    """A cache key that holds no raw username or address (and no character a cache could refuse)."""
+def _prefix(kind: str, subject: str) -> str:
+    """A counter's name that holds no raw username or address (and no character a cache could refuse)."""
     digest = hashlib.sha256(subject.encode()).hexdigest()[:32]
-    return f"chat:throttle:{kind}:{digest}:{window}"
+    return f"chat:throttle:{kind}:{digest}"
 
 
 def _account(username: str) -> str:
@@ -46,24 +45,10 @@ def _account(username: str) -> str:
     return username.strip().casefold()
 
 
-def _incr(key: str, period: int) -> int:
-    """One atomic INCR on the window's counter; the key outlives its window, so it cannot expire in use."""
-    try:
-        cache.add(key, 0, timeout=2 * period)
-        return cache.incr(key)
-    except ValueError:  # evicted or flushed between the two calls: create it once more
-        cache.add(key, 0, timeout=2 * period)
-        return cache.incr(key)
-
-
 def _count(kind: str, subject: str, *, limit: int, period: int, detail: str) -> None:
-    """Count one attempt in the current window, or refuse it with the wait until the window ends."""
-    if limit <= 0:
-        return
-    window = int(time.time() // period)
-    if _incr(_key(kind, subject, window), period) > limit:
-        wait = max(1, period * (window + 1) - int(time.time()))
-        raise LimitExceeded(f"{detail}; try again in {_in_words(wait)}.", wait)
+    """Count one attempt in the current window (refused ones too), or refuse it with the wait."""
+    if limit > 0:
+        limits.count_in_window(prefix=_prefix(kind, subject), limit=limit, period=period, detail=detail)
 
 
 def count_login(*, request: HttpRequest | None, username: str) -> None:
@@ -86,10 +71,10 @@ def count_login(*, request: HttpRequest | None, username: str) -> None:
 
 def login_succeeded(*, username: str) -> None:
     """Reset the account's count once its password is right; the address keeps its count."""
-    window = int(time.time() // LOGIN_WINDOW_SECONDS)
     # SET, not DELETE: a concurrent INCR between Django's EXISTS and INCR would recreate a deleted key
     # without an expiry.
-    cache.set(_key("login-account", _account(username), window), 0, timeout=2 * LOGIN_WINDOW_SECONDS)
+    key = limits.window_key(_prefix("login-account", _account(username)), LOGIN_WINDOW_SECONDS)
+    cache.set(key, 0, timeout=2 * LOGIN_WINDOW_SECONDS)
 
 
 def count_signup(*, request: HttpRequest) -> None:

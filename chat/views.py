@@ -135,25 +135,27 @@ def api_schema(request: HttpRequest) -> JsonResponse:
     return JsonResponse(openapi.schema(server_url=_site_url(request)), json_dumps_params={"indent": 1})
 
 
+def _program_error(request: HttpRequest, *, status: int, code: str, detail: str) -> JsonResponse | None:
+    """A refusal in JSON where programs read it: OpenAI's shape on /v1/, the contract's on /api/; None elsewhere."""
+    if request.path.startswith("/v1/"):
+        return JsonResponse(compat.error_body(detail, status=status, code=code), status=status)
+    if request.path.startswith("/api/"):
+        return api.error_response(status, code, detail)
+    return None
+
+
 def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     """Django's own 400s (a form body over the limit, too many fields) in JSON on /api/ and /v1/, as programs expect."""
     if isinstance(exception, RequestDataTooBig):
         refusal = inputs.too_large()
     else:  # too many fields, a host not allowed, another request Django will not read
         refusal = inputs.InvalidInput("The request could not be read.")
-    if request.path.startswith("/v1/"):
-        body = compat.error_body(refusal.detail, status=refusal.status, code=refusal.code)
-        return JsonResponse(body, status=refusal.status)
-    if request.path.startswith("/api/"):
-        return api.error_response(refusal.status, refusal.code, refusal.detail)
-    return defaults.bad_request(request, exception)
+    answer = _program_error(request, status=refusal.status, code=refusal.code, detail=refusal.detail)
+    return answer or defaults.bad_request(request, exception)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """A refused CSRF check in JSON on /api/ and /v1/, where programs read it; the usual page elsewhere."""
     detail = "This request carries a session cookie but no CSRF token: send X-CSRFToken, or use an API token."
-    if request.path.startswith("/v1/"):
-        return JsonResponse(compat.error_body(detail, status=403, code="csrf_failed"), status=403)
-    if request.path.startswith("/api/"):
-        return api.error_response(403, "csrf_failed", detail)
-    return csrf.csrf_failure(request, reason=reason)
+    answer = _program_error(request, status=403, code="csrf_failed", detail=detail)
+    return answer or csrf.csrf_failure(request, reason=reason)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
@@ -112,7 +112,7 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     return JsonResponse(conversation_to_dict(updated))
 
 
-def _streaming(body: AsyncIterator[bytes], content_type: str) -> StreamingHttpResponse:
+def _streaming(body: streams.Body, content_type: str) -> StreamingHttpResponse:
     """A streamed body that proxies pass through at once, unbuffered and uncached."""
     response = StreamingHttpResponse(body, content_type=content_type)
     response["Cache-Control"] = "no-cache"
@@ -131,25 +131,32 @@ async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
         return _not_found()
     accept = request.headers.get("Accept", "")
     kind = streams.NDJSON if streams.NDJSON in accept else streams.SSE if streams.SSE in accept else None
-    # A stream joins the conversation's group before the reply exists, so it misses nothing.
-    subscription = await streams.Subscription(found).open() if kind else None
     try:
-        body = inputs.json_object(request)
-        user_message, reply = await database_sync_to_async(services.message_send)(
-            conversation=found, content=body.get("content"), client_id=body.get("client_id", "")
-        )
-    except (inputs.InvalidInput, services.ServiceError) as exc:
-        if subscription is not None:
-            await subscription.close()
-        if isinstance(exc, inputs.InvalidInput):
-            return _bad_input(exc)
-        return _refusal(exc)
-    if subscription is None:
+        body = inputs.json_object(request)  # parsed before anything is opened
+    except inputs.InvalidInput as exc:
+        return _bad_input(exc)
+    send = database_sync_to_async(services.message_send)
+    fields = {"conversation": found, "content": body.get("content"), "client_id": body.get("client_id", "")}
+    if kind is None:
+        try:
+            user_message, reply = await send(**fields)
+        except services.ServiceError as exc:
+            return _refusal(exc)
         return JsonResponse(
             {"user_message": message_to_dict(user_message), "assistant_message": message_to_dict(reply)}, status=202
         )
-    events = streams.reply_events(subscription, str(reply.id), sse=kind == streams.SSE)
-    return _streaming(events, kind)
+    # A stream joins the conversation's group before the reply exists, so it misses nothing; whatever
+    # happens next (a refusal, a failure, a client gone), the feed is closed.
+    feed = await streams.Feed(found).open()
+    try:
+        _, reply = await send(**fields)
+    except BaseException as exc:
+        await feed.close()
+        if isinstance(exc, services.ServiceError):
+            return _refusal(exc)
+        raise
+    body_events = streams.reply_events(feed, str(reply.id), sse=kind == streams.SSE)
+    return _streaming(streams.Body(feed, body_events), kind)
 
 
 @require_http_methods(["GET"])
@@ -163,9 +170,9 @@ async def conversation_events(request: HttpRequest, conversation_id: Any) -> Htt
         return _not_found()
     # A session's stream ends with the session (logout, new password); a token's does not.
     session_key = None if getattr(request, "api_token", None) else request.session.session_key
-    subscription = await streams.Subscription(found, session_key=session_key).open()
     resume = request.headers.get("Last-Event-ID") or None
-    return _streaming(streams.conversation_events(subscription, resume), streams.SSE)
+    feed = await streams.Feed(found, session_key=session_key).open()
+    return _streaming(streams.Body(feed, streams.conversation_events(feed, resume)), streams.SSE)
 
 
 @require_http_methods(["GET"])

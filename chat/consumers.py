@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from typing import Any
@@ -12,9 +11,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from chat import accounts, events, inputs, metrics, selectors, services, socketcap
+from chat import accounts, events, inputs, metrics, relay, selectors, services, socketcap
 from chat.models import Conversation
-from chat.streams import DeltaFilter
 from chatsite import logs
 
 logger = logging.getLogger(__name__)
@@ -60,7 +58,21 @@ class RelayConsumer(AsyncWebsocketConsumer):
             await super().__call__(scope, receive, send)
         finally:
             LIVE.discard(self)
+            await self.leave_groups()  # a handler that crashed never reached disconnect()
             await self.release_seat()
+
+    async def join(self, group: str) -> None:
+        """Join a group, remembered so the socket leaves it however it ends."""
+        if not hasattr(self, "joined"):
+            self.joined: list[str] = []
+        self.joined.append(group)
+        await self.channel_layer.group_add(group, self.channel_name)
+
+    async def leave_groups(self) -> None:
+        """Leave every group this socket joined (twice is harmless)."""
+        joined, self.joined = getattr(self, "joined", []), []
+        if joined:
+            await relay.leave_groups(self.channel_layer, joined, self.channel_name)
 
     async def authenticated(self) -> bool:
         """Whether a signed-in user opened this socket; a cookie of an ended session is told to sign in."""
@@ -143,7 +155,7 @@ class ConversationConsumer(RelayConsumer):
         logs.bind(conversation_id=conversation.id, user_id=user.id)
         self.group = events.conversation_group(conversation.id)
         # Deltas at or below the seq this socket has shown are dropped; a gap makes it resync.
-        self.deltas = DeltaFilter()
+        self.deltas = relay.DeltaFilter()
         if not await self.take_seat():
             return
         LIVE.add(self)
@@ -151,16 +163,15 @@ class ConversationConsumer(RelayConsumer):
         # The owner's group carries conversation.updated/deleted for all their conversations (sidebar),
         # and tells the socket when the user's session ends.
         self.user_group = events.user_group(user.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        await self.join(self.group)
+        await self.join(self.user_group)
         await self.send_state()
 
     async def disconnect(self, code: int) -> None:
         """Leave the groups; any reply goes on without this socket (its seat goes back in __call__)."""
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
-            await self.channel_layer.group_discard(self.group, self.channel_name)
-            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+        await self.leave_groups()
 
     async def send_state(self) -> None:
         """Send `conversation.state`: the newest stored messages that fit a frame, plus the reply in flight."""
@@ -296,13 +307,13 @@ class SidebarConsumer(RelayConsumer):
         self.user_group = events.user_group(self.scope["user"].id)
         LIVE.add(self)
         metrics.OPEN_SOCKETS.labels(kind="sidebar").inc()
-        await self.channel_layer.group_add(self.user_group, self.channel_name)
+        await self.join(self.user_group)
 
     async def disconnect(self, code: int) -> None:
         """Leave the group (its seat goes back in __call__)."""
         if hasattr(self, "user_group"):
             metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
-            await self.channel_layer.group_discard(self.user_group, self.channel_name)
+        await self.leave_groups()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Refuse frames: the sidebar socket only listens."""
@@ -310,8 +321,8 @@ class SidebarConsumer(RelayConsumer):
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         """A conversation was created, renamed or changed."""
-        await self.send(text_data=json.dumps(event))
+        await self.send(text_data=events.frame_text(event))
 
     async def conversation_deleted(self, event: dict[str, Any]) -> None:
         """A conversation was deleted."""
-        await self.send(text_data=json.dumps(event))
+        await self.send(text_data=events.frame_text(event))

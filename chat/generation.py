@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, metrics, selectors, services, simulator, upstream
+from chat import events, metrics, relay, selectors, services, simulator, upstream
 from chat.models import Message
 from chat.streamstate import StreamStore, get_store
 from chatsite import logs
@@ -30,11 +30,13 @@ from chatsite import logs
 logger = logging.getLogger(__name__)
 
 STOP_EVENT = "reply.stop"
+# How often a writer also looks for a stop mark, in case the stop's event was lost in a layer outage.
+STOP_POLL_SECONDS = 2.0
 
 
 def control_group(message_id: uuid.UUID) -> str:
     """The group a reply's writer listens on for a stop from any process."""
-    return f"reply.{message_id.hex}"
+    return events.reply_control_group(message_id)
 
 
 @dataclass
@@ -128,7 +130,7 @@ async def _send_stop(message_id: uuid.UUID) -> None:
     """Tell the process that writes this reply to stop it (and leave a mark, if it is not listening yet)."""
     try:
         await get_store().mark_stop(message_id)
-        await get_channel_layer().group_send(control_group(message_id), {"type": STOP_EVENT})
+        await events.reply_stop(message_id=message_id)  # a layer failure is logged there; the mark stays
     except Exception:
         logger.exception("could not send a stop", extra={"message_id": str(message_id)})
 
@@ -281,41 +283,89 @@ async def _pump(request: upstream.ReplyRequest, writer: DeltaWriter, outcome: Ou
         await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def _wait_for_stop(run: ReplyRun) -> None:
-    """Return when a stop is asked for, here or through the channel layer from another process.
+class StopListener:
+    """The one subscription of a process for stops: each reply written here joins its control group with it.
 
-    If the layer fails (Redis restarting), the listener joins the group again once it is back,
-    because a restarted Redis has forgotten every group.
+    One channel per process, read by one task for the life of the process, instead of a channel per
+    reply: a reply costs a group join and a leave, and no receive is ever cancelled (on the core Redis
+    layer a cancelled receive can lose a message popped for another channel of the process).
     """
-    layer = get_channel_layer()
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.subscription = relay.Subscription([])
+        self.opening = self.loop.create_task(self._open())
+
+    async def _open(self) -> None:
+        await self.subscription.open()
+        self.reader = self.loop.create_task(self._read(), name="stop-listener")
+
+    async def _read(self) -> None:
+        """Hand each `reply.stop` to the run it names."""
+        while True:
+            try:
+                event = await self.subscription.get(60)
+            except relay.SubscriptionClosed:
+                return
+            if isinstance(event, dict) and event.get("type") == STOP_EVENT:
+                run = _runs.get(uuid.UUID(event["message_id"]))
+                if run is not None:
+                    run.stop_requested.set()
+
+    @property
+    def usable(self) -> bool:
+        """Whether it opens or reads, on this loop's current channel layer (tests replace layers and loops)."""
+        if self.loop is not asyncio.get_running_loop() or self.subscription.layer is not get_channel_layer():
+            return False
+        if not self.opening.done():
+            return True
+        return not self.opening.cancelled() and self.opening.exception() is None and not self.reader.done()
+
+
+_stop_listener: StopListener | None = None
+
+
+async def stop_listener() -> StopListener:
+    """The process's stop listener, started on first use and shared by every reply written here."""
+    global _stop_listener
+    if _stop_listener is None or not _stop_listener.usable:
+        _stop_listener = StopListener()  # set before any wait, so replies starting together share it
+    listener = _stop_listener
+    await asyncio.shield(listener.opening)
+    return listener
+
+
+async def _wait_for_stop(run: ReplyRun) -> None:
+    """Return when a stop is asked for, here or through the channel layer from any process.
+
+    The process's stop listener joins the reply's control group for as long as the reply is written
+    (and leaves it however this ends). A stop also leaves a mark in the store, looked at every few
+    seconds, so a stop sent while the layer was away (a Redis restart forgets groups) still lands.
+    """
     group = control_group(run.message_id)
-    local = asyncio.ensure_future(run.stop_requested.wait())
-    channel = None
+    listener: StopListener | None = None
     try:
-        while not local.done():
+        try:
+            listener = await stop_listener()
+            await listener.subscription.layer.group_add(group, listener.subscription.channel)
+        except Exception:
+            listener = None
+            logger.warning("stop listener could not join the control group; polling the stop mark", exc_info=True)
+        while True:
             try:
-                if channel is None:
-                    channel = await layer.new_channel()
-                await layer.group_add(group, channel)
                 if await get_store().stop_marked(run.message_id):
-                    return  # Asked before we listened.
-                while not local.done():
-                    remote = asyncio.ensure_future(layer.receive(channel))
-                    done, _ = await asyncio.wait({local, remote}, return_when=asyncio.FIRST_COMPLETED)
-                    if remote not in done:
-                        remote.cancel()
-                    elif remote.result().get("type") == STOP_EVENT:
-                        return
+                    return
             except Exception:
-                logger.warning("stop listener lost the channel layer; joining again", exc_info=True)
-                await asyncio.wait({local}, timeout=0.5)
-    finally:
-        local.cancel()
-        if channel is not None:
+                logger.warning("could not read the stop mark", exc_info=True)
             try:
-                await layer.group_discard(group, channel)
-            except Exception:
-                logger.warning("could not leave the stop group", exc_info=True)
+                async with asyncio.timeout(STOP_POLL_SECONDS):
+                    await run.stop_requested.wait()
+                return
+            except TimeoutError:
+                continue
+    finally:
+        if listener is not None:
+            await relay.leave_groups(listener.subscription.layer, [group], listener.subscription.channel)
 
 
 async def _keep_lease(store: StreamStore, message_id: uuid.UUID) -> None:

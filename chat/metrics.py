@@ -48,3 +48,16 @@ def reply_ended(
         if completion_tokens and writing > 0:
             TOKENS_PER_SECOND.observe(completion_tokens / writing)
     REPLY_DURATION.observe(duration)
+
+
+def _open_subscriptions() -> int:
+    """Relay subscriptions open in this process (HTTP streams, and the one stop listener): flat when nothing leaks."""
+    from chat.relay import Subscription
+
+    return len(Subscription.live)
+
+
+RELAY_SUBSCRIPTIONS = Gauge(
+    "chat_relay_subscriptions", "Relay subscriptions open in this process (HTTP streams, and the one stop listener)"
+)
+RELAY_SUBSCRIPTIONS.set_function(_open_subscriptions)

@@ -1,6 +1,6 @@
-"""Conversation events for HTTP clients: NDJSON and SSE bodies fed by a channel-layer subscription.
+"""Conversation events for HTTP clients: NDJSON and SSE bodies fed by a relay subscription (chat.relay).
 
-A subscription joins the conversation's group before anything is read or sent, exactly as a socket
+A feed joins the conversation's group before anything is read or sent, exactly as a socket
 does, so a stream opened mid-reply misses nothing and sees nothing twice (contract sections 3, 4).
 """
 
@@ -15,10 +15,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, metrics, selectors
+from chat import events, eventschema, metrics, relay, selectors
 from chat.models import Conversation, Message
 from chat.streamstate import get_store
 
@@ -39,118 +38,99 @@ def parse_cursor(last_event_id: str) -> tuple[str, int | None] | None:
     return message_id, None if position == "done" else int(position)
 
 
-class DeltaFilter:
-    """Per stream: the highest seq sent for each reply, and the messages already announced or ended.
-
-    Later deltas pass once and in order; an event that a snapshot or a replay already covered is
-    dropped; a missing delta asks for a resync.
-    """
-
-    def __init__(self) -> None:
-        self.sent_seq: dict[str, int] = {}
-        self.created: set[str] = set()
-        self.completed: set[str] = set()
-
-    def note_state(self, state: dict[str, Any]) -> None:
-        """A state was sent: its snapshot covers the deltas up to its seq."""
-        streaming = state.get("streaming")
-        if streaming is not None:
-            self.sent_seq[streaming["message_id"]] = streaming["seq"]
-        self.created.update(message["id"] for message in state.get("messages", []))
-
-    def note_cursor(self, message_id: str, seq: int | None) -> None:
-        """A resuming client has seen this message, and this reply up to `seq` (None: to its end)."""
-        self.created.add(message_id)
-        if seq is None:
-            self.completed.add(message_id)
-        else:
-            self.sent_seq[message_id] = seq
-
-    def verdict(self, event: dict[str, Any]) -> str:
-        """`send`, `drop` (already covered) or `resync` (a delta went missing) for one event."""
-        kind = event["type"]
-        if kind == "message.created":
-            if event["message"]["id"] in self.created:
-                return "drop"
-            self.created.add(event["message"]["id"])
-            return "send"
-        if kind == "message.completed":
-            if event["message_id"] in self.completed:
-                return "drop"
-            self.completed.add(event["message_id"])
-            self.sent_seq.pop(event["message_id"], None)
-            return "send"
-        if kind != "message.delta":
-            return "send"
-        if event["message_id"] in self.completed:
-            return "drop"
-        last = self.sent_seq.get(event["message_id"], 0)
-        if event["seq"] <= last:
-            return "drop"
-        if event["seq"] > last + 1:
-            return "resync"
-        self.sent_seq[event["message_id"]] = event["seq"]
-        return "send"
-
-
 class SessionEnded(Exception):
     """The session a stream was opened with has ended (logged out, new password, account gone)."""
 
 
-class Subscription:
-    """A channel of this process in a conversation's group (and its owner's), for one HTTP stream."""
+class Feed:
+    """One conversation's events for one HTTP stream: its group and its owner's, filtered to it.
+
+    Open it before the reply exists (it joins first, so the stream misses nothing); whatever way the
+    stream ends, `close()` releases the channel and the groups (see chat.relay).
+    """
 
     def __init__(self, conversation: Conversation, *, session_key: str | None = None) -> None:
         self.conversation = conversation
         self.session_key = session_key  # None for a token's stream, which a session's end does not touch
-        self.groups = [events.conversation_group(conversation.id), events.user_group(conversation.owner_id)]
-        self.layer = get_channel_layer()
-        self.channel = ""
+        self.subscription = relay.Subscription(
+            [events.conversation_group(conversation.id), events.user_group(conversation.owner_id)]
+        )
 
-    async def open(self) -> Subscription:
+    async def __aenter__(self) -> Feed:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> Feed:
         """Join the groups; events published from now on will be received."""
-        self.channel = await self.layer.new_channel()
-        for group in self.groups:
-            await self.layer.group_add(group, self.channel)
+        await self.subscription.open()
         return self
 
     async def close(self) -> None:
-        """Leave the groups."""
-        for group in self.groups:
-            try:
-                await self.layer.group_discard(group, self.channel)
-            except Exception:
-                logger.warning("could not leave %s", group, exc_info=True)
+        """Release the channel and leave the groups (twice is harmless)."""
+        await self.subscription.close()
 
-    async def receive(self, wait: float) -> dict[str, Any] | None:
-        """The next event of this conversation, or None after `wait` seconds without one."""
+    async def receive(self, wait: float) -> dict[str, Any] | relay._Resync | None:
+        """The next event of this conversation, RESYNC if some were dropped, or None after `wait` quiet seconds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            try:
-                async with asyncio.timeout(remaining):
-                    event = await self.layer.receive(self.channel)
-            except TimeoutError:
-                return None
+            event = await self.subscription.get(remaining)
+            if event is None or event is relay.RESYNC:
+                return event
+            assert isinstance(event, dict)
             if event["type"] == "session.changed":
                 if self.session_key is not None and event["session_key"] in (None, self.session_key):
                     raise SessionEnded  # a client whose session still holds reconnects at once
                 continue
-            if event["type"].startswith("conversation.") and event["conversation"]["id"] != str(self.conversation.id):
+            about = events.conversation_of(event)
+            if about is not None and about != str(self.conversation.id):
                 continue  # the owner's other conversations
             return event
 
 
+class Body:
+    """A streamed response body that closes its feed however the response ends, even if never iterated.
+
+    Django calls `close()` (from a thread) when a response is done, including one whose client hung
+    up before the body started; an async generator that never started would run no `finally`.
+    """
+
+    def __init__(self, feed: Feed, chunks: AsyncIterator[bytes]) -> None:
+        self.feed = feed
+        self.chunks = chunks
+        self.loop = asyncio.get_running_loop()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.chunks:
+                yield chunk
+        finally:
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+            await self.feed.close()
+
+    def close(self) -> None:
+        """The response is done: release the feed on its loop."""
+        if not self.feed.subscription.closed and not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(lambda: relay.keep(self.loop.create_task(self.feed.close())))
+
+
 def sse_frame(event: dict[str, Any]) -> bytes:
     """One SSE message: the event type, an opaque cursor, and the JSON event."""
+    eventschema.check(event)
     return f"event: {event['type']}\nid: {cursor(event)}\ndata: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
 
 
 def ndjson_line(event: dict[str, Any]) -> bytes:
     """One NDJSON line."""
+    eventschema.check(event)
     return json.dumps(event, separators=(",", ":")).encode() + b"\n"
 
 
@@ -171,20 +151,24 @@ def cursor(event: dict[str, Any]) -> str:
     return f"{kind}:{uuid.uuid4().hex[:8]}"
 
 
-async def reply_stream(subscription: Subscription, reply_id: str) -> AsyncIterator[dict[str, Any] | None]:
+async def reply_stream(feed: Feed, reply_id: str) -> AsyncIterator[dict[str, Any] | None]:
     """The events of one reply, from its creation to `message.completed`, in order and once each.
 
     None marks a heartbeat interval without events; a `conversation.state` stands in for deltas
-    that went missing. The subscription is closed when this ends or is closed.
+    that went missing (and a reply that ended meanwhile ends the stream with its stored outcome).
     """
-    filter_ = DeltaFilter()
+    filter_ = relay.DeltaFilter()
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
-    try:
-        while True:
-            event = await subscription.receive(heartbeat)
-            if event is None:
-                yield None
-                continue
+    while True:
+        try:
+            event = await feed.receive(heartbeat)
+        except relay.SubscriptionClosed:
+            return
+        if event is None:
+            yield None
+            continue
+        if event is not relay.RESYNC:
+            assert isinstance(event, dict)
             if event["type"] == "conversation.deleted":
                 yield event  # The reply went with it.
                 return
@@ -192,27 +176,35 @@ async def reply_stream(subscription: Subscription, reply_id: str) -> AsyncIterat
                 continue
             if event["type"] == "message.delta" and event["message_id"] != reply_id:
                 continue
-            verdict = filter_.verdict(event)
-            if verdict == "drop":
-                continue
-            if verdict == "resync":
-                state = await selectors.conversation_state(conversation=subscription.conversation)
-                filter_.note_state(state)
-                yield state
-                continue
-            if event["type"] == "message.delta":
-                metrics.DELTAS_RELAYED.labels(transport="http").inc()
-            yield event
-            if event["type"] == "message.completed" and event["message_id"] == reply_id:
+        verdict = "resync" if event is relay.RESYNC else filter_.verdict(event)
+        if verdict == "drop":
+            continue
+        if verdict == "resync":
+            state = await selectors.conversation_state(conversation=feed.conversation)
+            filter_.note_state(state)
+            yield state
+            ended = await _ended(reply_id)
+            if ended is not None and filter_.verdict(ended) == "send":
+                yield ended
                 return
-    finally:
-        await subscription.close()
+            continue
+        if event["type"] == "message.delta":
+            metrics.DELTAS_RELAYED.labels(transport="http").inc()
+        yield event
+        if event["type"] == "message.completed" and event["message_id"] == reply_id:
+            return
 
 
-async def reply_events(subscription: Subscription, reply_id: str, *, sse: bool) -> AsyncIterator[bytes]:
+async def _ended(reply_id: str) -> dict[str, Any] | None:
+    """The `message.completed` of a reply that has ended (its event may be among those dropped), else None."""
+    reply = await Message.objects.filter(id=reply_id).exclude(status=Message.Status.STREAMING).afirst()
+    return events.message_completed_event(reply) if reply is not None else None
+
+
+async def reply_events(feed: Feed, reply_id: str, *, sse: bool) -> AsyncIterator[bytes]:
     """One reply's events as an NDJSON or SSE body that ends with `message.completed`."""
     frame = sse_frame if sse else ndjson_line
-    stream = reply_stream(subscription, reply_id)
+    stream = reply_stream(feed, reply_id)
     try:
         async for event in stream:
             if event is not None:
@@ -257,46 +249,43 @@ async def replay_after(conversation: Conversation, cursor: tuple[str, int | None
     return replay
 
 
-async def conversation_events(subscription: Subscription, last_event_id: str | None = None) -> AsyncIterator[bytes]:
+async def conversation_events(feed: Feed, last_event_id: str | None = None) -> AsyncIterator[bytes]:
     """Every event of a conversation as SSE, with heartbeats, until it is deleted.
 
     A new client starts with `conversation.state`; a client that resumes with Last-Event-ID gets
     exactly the events after its cursor, then live ones (or a fresh state if the log is gone).
     """
-    filter_ = DeltaFilter()
+    filter_ = relay.DeltaFilter()
     heartbeat = settings.CHAT_SSE_HEARTBEAT_SECONDS
-    try:
-        # A malformed or foreign Last-Event-ID is no cursor at all: the client gets a fresh state.
-        cursor = parse_cursor(last_event_id) if last_event_id else None
-        replay = await replay_after(subscription.conversation, cursor) if cursor is not None else None
-        if replay is None or cursor is None:
-            state = await selectors.conversation_state(conversation=subscription.conversation)
-            filter_.note_state(state)
-            yield sse_frame(state)
-        else:
-            filter_.note_cursor(*cursor)
-            for event in replay:
-                if filter_.verdict(event) == "send":
-                    yield sse_frame(event)
-        while True:
-            try:
-                event = await subscription.receive(heartbeat)
-            except SessionEnded:
-                return
-            if event is None:
-                yield HEARTBEAT
-                continue
-            verdict = filter_.verdict(event)
-            if verdict == "drop":
-                continue
-            if verdict == "resync" or event["type"] == "conversation.branched":
-                # A gap, or another branch shown: the client rebuilds from a fresh state.
-                event = await selectors.conversation_state(conversation=subscription.conversation)
-                filter_.note_state(event)
-            if event["type"] == "message.delta":
-                metrics.DELTAS_RELAYED.labels(transport="http").inc()
-            yield sse_frame(event)
-            if event["type"] == "conversation.deleted":
-                return
-    finally:
-        await subscription.close()
+    # A malformed or foreign Last-Event-ID is no cursor at all: the client gets a fresh state.
+    cursor = parse_cursor(last_event_id) if last_event_id else None
+    replay = await replay_after(feed.conversation, cursor) if cursor is not None else None
+    if replay is None or cursor is None:
+        state = await selectors.conversation_state(conversation=feed.conversation)
+        filter_.note_state(state)
+        yield sse_frame(state)
+    else:
+        filter_.note_cursor(*cursor)
+        for event in replay:
+            if filter_.verdict(event) == "send":
+                yield sse_frame(event)
+    while True:
+        try:
+            event = await feed.receive(heartbeat)
+        except (SessionEnded, relay.SubscriptionClosed):
+            return
+        if event is None:
+            yield HEARTBEAT
+            continue
+        verdict = "resync" if event is relay.RESYNC else filter_.verdict(event)
+        if verdict == "drop":
+            continue
+        if verdict == "resync" or event["type"] == "conversation.branched":
+            # A gap, or another branch shown: the client rebuilds from a fresh state.
+            event = await selectors.conversation_state(conversation=feed.conversation)
+            filter_.note_state(event)
+        if event["type"] == "message.delta":
+            metrics.DELTAS_RELAYED.labels(transport="http").inc()
+        yield sse_frame(event)
+        if event["type"] == "conversation.deleted":
+            return

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.http import require_http_methods
 
-from chat import compat, inputs, services, streams
+from chat import compat, events, inputs, services, streams
 from chat.models import Conversation
 
 MODEL_CREATED = 1_700_000_000  # DeepSeek gives no date; a fixed one keeps clients' pydantic models happy.
@@ -84,23 +84,16 @@ def _ending(event: dict[str, Any] | None, reply_id: str) -> dict[str, Any] | Non
     if event["type"] == "message.completed" and event["message_id"] == reply_id:
         return event
     if event["type"] == "conversation.deleted":
-        return {
-            "type": "message.completed",
-            "message_id": reply_id,
-            "status": "failed",
-            "content": "",
-            "reasoning": "",
-            "error": {"code": "interrupted", "detail": "The conversation was deleted while its reply was written."},
-        }
+        return events.reply_deleted_event(message_id=reply_id)
     return None
 
 
 async def _read_until(
-    events: AsyncIterator[dict[str, Any] | None], reply_id: str, *, whole: bool
+    stream: AsyncIterator[dict[str, Any] | None], reply_id: str, *, whole: bool
 ) -> list[dict[str, Any] | None]:
     """Read events until the reply ends or, unless `whole`, until its first text arrives."""
     seen: list[dict[str, Any] | None] = []
-    async for event in events:
+    async for event in stream:
         seen.append(event)
         if _ending(event, reply_id) is not None:
             break
@@ -117,7 +110,7 @@ async def _chunks(
 ) -> AsyncIterator[bytes]:
     """The reply as chunks: the events already read, then the rest as they come, keep-alives between."""
 
-    async def events() -> AsyncIterator[dict[str, Any] | None]:
+    async def every() -> AsyncIterator[dict[str, Any] | None]:
         for event in first:
             yield event
         async for event in rest:
@@ -125,7 +118,7 @@ async def _chunks(
 
     try:
         yield writer.start()
-        async for event in events():
+        async for event in every():
             if event is None:
                 yield compat.KEEP_ALIVE
             elif event["type"] == "message.delta":
@@ -165,8 +158,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         return openai_error(400, exc.message, code=exc.code, param=exc.param)
     user = await request.auser()
     conversation_id = uuid.uuid4()
-    # Join the conversation's events before it exists, so that not one delta is missed.
-    subscription = await streams.Subscription(Conversation(id=conversation_id, owner=user)).open()
+    # Join the conversation's events before it exists, so that not one delta is missed; whatever happens
+    # next (a refusal, a failure, a client gone), the feed is closed.
+    feed = await streams.Feed(Conversation(id=conversation_id, owner=user)).open()
     try:
         conversation, reply = await database_sync_to_async(services.completion_create)(
             owner=user,
@@ -178,21 +172,20 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
             options=call.options,
             conversation_id=conversation_id,
         )
-    except services.ServiceError as exc:
-        await subscription.close()
-        return _refusal(exc)
-    subscription.conversation = conversation
-    reply_id = str(reply.id)
-    events = streams.reply_stream(subscription, reply_id)
-    try:
+        feed.conversation = conversation
+        reply_id = str(reply.id)
+        reply_events = streams.reply_stream(feed, reply_id)
         # Wait for the first text (or the whole reply) before answering, so a failure gets a real status.
-        seen = await _read_until(events, reply_id, whole=not call.stream)
-    except BaseException:
-        await events.aclose()
+        seen = await _read_until(reply_events, reply_id, whole=not call.stream)
+    except BaseException as exc:
+        await feed.close()
+        if isinstance(exc, services.ServiceError):
+            return _refusal(exc)
         raise
     ended = _ending(seen[-1] if seen else None, reply_id)
     if ended is not None and (not call.stream or (ended["status"] == "failed" and not ended["content"])):
-        await events.aclose()
+        await reply_events.aclose()  # type: ignore[attr-defined]
+        await feed.close()
         if ended["status"] == "failed":
             return _failure(ended)
         body = compat.completion_body(
@@ -209,7 +202,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         include_usage=call.include_usage,
     )
     response = StreamingHttpResponse(
-        _chunks(writer, seen, events, reply_id),
+        streams.Body(feed, _chunks(writer, seen, reply_events, reply_id)),
         content_type=streams.SSE,
         headers={"X-Conversation-Id": str(conversation.id), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -16,9 +16,10 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
-from chat import metrics
+from chat import eventschema, metrics
 from chat.models import Conversation, Message
 from chat.serializers import conversation_to_dict, message_to_dict
+from chat.streamstate import Snapshot
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,19 @@ def user_group(user_id: int) -> str:
     return f"user.{user_id}"
 
 
+def conversation_of(event: dict[str, Any]) -> str | None:
+    """The id of the conversation a `conversation.*` event is about (None for other events).
+
+    Every `conversation.*` event carries the conversation (chat.eventschema holds them to it).
+    """
+    if not event["type"].startswith("conversation."):
+        return None
+    return str(event["conversation"]["id"])
+
+
 async def publish(group: str, event: dict[str, Any]) -> bool:
     """Send one event to a group; a layer failure is logged, never raised into the reply."""
+    eventschema.check(event)
     layer = get_channel_layer()
     try:
         await layer.group_send(group, event)
@@ -62,7 +74,7 @@ def message_completed_on_commit(message: Message) -> None:
 
 def conversation_branched_on_commit(conversation: Conversation) -> None:
     """The shown branch changed (edit, regenerate, another version chosen): watchers reload the state."""
-    event = {"type": "conversation.branched", "conversation_id": str(conversation.id)}
+    event = {"type": "conversation.branched", "conversation": conversation_to_dict(conversation)}
     _publish_on_commit(conversation_group(conversation.id), event)
 
 
@@ -86,6 +98,16 @@ def sessions_changed_on_commit(*, user_id: int, session_key: str | None = None) 
     """
     event = {"type": "session.changed", "session_key": session_key}
     _publish_on_commit(user_group(user_id), event)
+
+
+def reply_control_group(message_id: uuid.UUID) -> str:
+    """The group a reply's writer listens on for a stop from any process."""
+    return f"reply.{message_id.hex}"
+
+
+async def reply_stop(*, message_id: uuid.UUID) -> bool:
+    """Tell the process that writes this reply to stop it (an internal event, never sent to a client)."""
+    return await publish(reply_control_group(message_id), {"type": "reply.stop", "message_id": str(message_id)})
 
 
 def error_event(*, code: str, detail: str) -> dict[str, Any]:
@@ -135,6 +157,40 @@ def message_completed_event(message: Message) -> dict[str, Any]:
     return event
 
 
+def streaming_snapshot(*, message_id: str, snapshot: Snapshot | None) -> dict[str, Any]:
+    """The reply in flight as a state carries it: its text so far and the seq that text includes."""
+    if snapshot is None:
+        return {"message_id": message_id, "seq": 0, "content": "", "reasoning": ""}
+    return {"message_id": message_id, "seq": snapshot.seq, "content": snapshot.content, "reasoning": snapshot.reasoning}
+
+
+def conversation_state_event(
+    *, conversation: dict[str, Any], messages: list[dict[str, Any]], streaming: dict[str, Any] | None
+) -> dict[str, Any]:
+    """A `conversation.state`: the conversation, its shown messages and the reply in flight (chat.selectors reads)."""
+    return {
+        "type": "conversation.state",
+        "conversation": conversation,
+        "messages": messages,
+        "streaming": streaming,
+        "has_more": False,
+    }
+
+
+def reply_deleted_event(*, message_id: str) -> dict[str, Any]:
+    """The `message.completed` a reply's HTTP stream ends with when its conversation (and so the reply) was deleted."""
+    event = {
+        "type": "message.completed",
+        "message_id": message_id,
+        "status": Message.Status.FAILED,
+        "content": "",
+        "reasoning": "",
+        "error": {"code": "interrupted", "detail": "The conversation was deleted while its reply was written."},
+    }
+    eventschema.check(event)
+    return event
+
+
 # Socket frames. Daphne refuses to send a WebSocket message over 1 MiB (its websocket_max_message_size,
 # which also bounds what it reads) and fails the socket instead; the `websockets` client reads no more
 # by default either. So no frame a socket sends exceeds it: a state carries the newest messages that fit,
@@ -148,12 +204,18 @@ CUT_BYTES = FRAME_LIMIT_BYTES // 2
 
 def frame_text(event: dict[str, Any]) -> str:
     """An event as the text of one frame; ASCII only (non-ASCII is escaped), so its length is its size."""
-    return json.dumps(event, separators=(",", ":"))
+    eventschema.check(event)
+    return _json(event)
+
+
+def _json(value: Any) -> str:
+    """Compact JSON, as frames carry it."""
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _size(value: Any) -> int:
     """Bytes of a value in a frame."""
-    return len(frame_text(value))
+    return len(_json(value))
 
 
 def _cut(text: str, max_bytes: int, *, keep_end: bool) -> str:
@@ -225,8 +287,12 @@ def fitted_frame(event: dict[str, Any]) -> str | None:
 
     A long reply's `message.completed` sheds the copy of its texts in `message` first.
     """
-    text = frame_text(event)
+    text = _json(event)
     if len(text) > FRAME_LIMIT_BYTES and event["type"] == "message.completed" and "message" in event:
         slim = {key: value for key, value in event["message"].items() if key not in ("content", "reasoning")}
-        text = frame_text({**event, "message": slim})
-    return text if len(text) <= FRAME_LIMIT_BYTES else None
+        event = {**event, "message": slim}
+        text = _json(event)
+    if len(text) > FRAME_LIMIT_BYTES:
+        return None
+    eventschema.check(event)
+    return text

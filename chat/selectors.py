@@ -11,10 +11,11 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from chat.models import Conversation, Message
+from chat import events
+from chat.models import Conversation, Message, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 from chat.streamstate import get_store
 from chat.upstream import ReplyRequest
@@ -25,7 +26,10 @@ def conversation_list(*, user: AbstractBaseUser, query: str = "") -> list[Conver
     conversations = Conversation.objects.owned_by(user).order_by("-updated_at")
     query = query.strip()[:200]
     if query:
-        in_messages = Message.objects.filter(content__icontains=query).values("conversation_id")
+        # Only the owner's messages: the subquery must not scan every user's (the outer filter comes too late).
+        in_messages = Message.objects.filter(conversation__owner=user, content__icontains=query).values(
+            "conversation_id"
+        )
         conversations = conversations.filter(Q(title__icontains=query) | Q(id__in=in_messages))
     return list(conversations)
 
@@ -81,11 +85,39 @@ def usage_totals(messages: QuerySet[Message]) -> dict[str, int]:
     return sums
 
 
+def _start_of_day_utc() -> dt.datetime:
+    return timezone.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+LEDGER_FIELDS = {
+    "prompt_tokens": "prompt_tokens",
+    "completion_tokens": "completion_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+    "prompt_cache_hit_tokens": "cache_hit_tokens",
+    "prompt_cache_miss_tokens": "cache_miss_tokens",
+}
+
+
 def user_usage(*, user: AbstractBaseUser) -> dict[str, dict[str, int]]:
-    """The user's tokens today (UTC) and in all."""
-    mine = Message.objects.filter(conversation__owner=user, role=Message.Role.ASSISTANT)
-    today = timezone.now().astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    return {"today": usage_totals(mine.filter(created_at__gte=today)), "total": usage_totals(mine)}
+    """The user's tokens today (UTC) and in all, from the ledger: deleting a conversation takes none away."""
+    today = Q(created_at__gte=_start_of_day_utc())
+    sums = UsageRecord.objects.filter(user=user).aggregate(
+        today_replies=Count("id", filter=today),
+        total_replies=Count("id"),
+        **{f"today_{key}": Sum(field, filter=today, default=0) for key, field in LEDGER_FIELDS.items()},
+        **{f"total_{key}": Sum(field, default=0) for key, field in LEDGER_FIELDS.items()},
+    )
+    return {
+        period: {key: sums[f"{period}_{key}"] for key in [*LEDGER_FIELDS, "replies"]} for period in ("today", "total")
+    }
+
+
+def usage_tokens_today(*, user_id: int) -> int:
+    """Prompt plus completion tokens the user spent today (UTC): one indexed sum, for the daily limit."""
+    sums = UsageRecord.objects.filter(user_id=user_id, created_at__gte=_start_of_day_utc()).aggregate(
+        prompt=Sum("prompt_tokens", default=0), completion=Sum("completion_tokens", default=0)
+    )
+    return sums["prompt"] + sums["completion"]
 
 
 def conversation_detail(*, conversation: Conversation) -> dict[str, Any]:
@@ -107,24 +139,12 @@ async def conversation_state(*, conversation: Conversation) -> dict[str, Any]:
     streaming = None
     for message in messages:
         if message["status"] == Message.Status.STREAMING:
-            snapshot = await get_store().snapshot(uuid.UUID(message["id"]))
-            if snapshot is None:
-                # Not started yet, or just ended: every delta or the completion is still to come.
-                streaming = {"message_id": message["id"], "seq": 0, "content": "", "reasoning": ""}
-            else:
-                streaming = {
-                    "message_id": message["id"],
-                    "seq": snapshot.seq,
-                    "content": snapshot.content,
-                    "reasoning": snapshot.reasoning,
-                }
-    return {
-        "type": "conversation.state",
-        "conversation": detail,
-        "messages": messages,
-        "streaming": streaming,
-        "has_more": False,  # all of them; a socket sends the newest that fit a frame (events.state_page)
-    }
+            # No snapshot: not started yet, or just ended; every delta or the completion is still to come.
+            streaming = events.streaming_snapshot(
+                message_id=message["id"], snapshot=await get_store().snapshot(uuid.UUID(message["id"]))
+            )
+    # All of the messages: a socket sends the newest that fit a frame (events.state_page).
+    return events.conversation_state_event(conversation=detail, messages=messages, streaming=streaming)
 
 
 def messages_before(*, conversation: Conversation, message_id: Any) -> list[dict[str, Any]] | None:

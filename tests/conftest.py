@@ -23,6 +23,8 @@ from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
 from tests.live import CHROMIUM, CHROMIUM_ARGS, TEST_REDIS_URL, LiveSite
 
+pytest_plugins = ["tests.eventcheck"]
+
 ORIGIN = "http://localhost"
 
 

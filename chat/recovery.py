@@ -2,28 +2,26 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
-from typing import Any
 
-from chat import services, sweeper
+from chat import sweeper
 
 logger = logging.getLogger(__name__)
 
 
-def close_orphaned_replies() -> int:
-    """Run once at start-up; a database that is not migrated yet is not an error here."""
+async def close_orphaned_replies(*, started_at: dt.datetime) -> int:
+    """The start-up pass (chat.startup runs it): close at once what no live process can be writing.
+
+    That is a reply whose lease names a dead process, or, created before `started_at`, one without a
+    lease (with Redis, a lease period before it: a live process may not have taken its lease yet).
+    Each keeps the text its tabs were shown. A database that is not migrated yet is not an error here.
+    """
     try:
-        return services.replies_close_orphaned()
+        closed = await sweeper.sweep_once({}, started_at=started_at)
     except Exception:
         logger.warning("could not check for interrupted replies (is the database migrated?)", exc_info=True)
         return 0
-
-
-def with_background_work(app: Any) -> Any:
-    """Wrap the ASGI app so the first connection starts this process's sweeper on the server loop."""
-
-    async def application(scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        sweeper.ensure_running()
-        return await app(scope, receive, send)
-
-    return application
+    if closed:
+        logger.warning("closed %d replies left streaming by a stopped server", closed)
+    return closed

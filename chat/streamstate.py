@@ -3,12 +3,21 @@
 A late-joining socket joins the group first, then reads this snapshot, then drops deltas at or below
 its seq. The writer updates the snapshot before it publishes each delta, so nothing falls between.
 With REDIS_URL the store is Redis (shared by all processes); without it, this process's memory.
+
+A lease names the process that holds it, and each process keeps a heartbeat key of a few seconds:
+a lease whose process has no heartbeat belongs to a writer that died, so the sweeper (chat.sweeper)
+closes its reply in seconds instead of waiting for the lease to run out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
+import logging
+import os
+import re
+import threading
 import time
 import uuid
 import weakref
@@ -19,7 +28,34 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+logger = logging.getLogger(__name__)
+
 SNAPSHOT_TTL_SECONDS = 3600
+# A process whose heartbeat is older than this is dead; it beats every second, from a thread of its own.
+HEARTBEAT_SECONDS = 3.0
+HEARTBEAT_EVERY_SECONDS = 1.0
+_PROCESS_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class Lease(enum.StrEnum):
+    """What the store knows of the process writing a reply."""
+
+    LIVE = "live"  # held by a process that beats (or by one from before heartbeats, until it runs out)
+    DEAD = "dead"  # held by a process with no heartbeat: the writer died
+    MISSING = "missing"  # no lease, though the store has been up long enough for a live writer to hold one
+    UNSURE = "unsure"  # no lease, but the store restarted lately: a live writer may not have renewed it yet
+
+
+_process: tuple[int, str] | None = None
+
+
+def process_id() -> str:
+    """The id of the running process, which its leases name; a forked process gets its own."""
+    global _process
+    pid = os.getpid()
+    if _process is None or _process[0] != pid:
+        _process = (pid, uuid.uuid4().hex)
+    return _process[1]
 
 
 def _whole_after(log: list[dict[str, Any]], seq: int) -> list[dict[str, Any]] | None:
@@ -40,6 +76,8 @@ class Snapshot:
 
 class StreamStore(Protocol):
     """What the writer, the sockets and the recovery need from the store."""
+
+    shared: bool  # whether other processes see it (Redis), or only this one (memory)
 
     async def start(self, message_id: uuid.UUID) -> None:
         """Open an empty snapshot (seq 0) and take the lease."""
@@ -66,9 +104,6 @@ class StreamStore(Protocol):
         """An id that changes when the shared store restarts (and forgets groups); None for memory."""
         ...
 
-    async def has_lease(self, message_id: uuid.UUID) -> bool:
-        """Whether a live process is writing the reply."""
-
     async def mark_stop(self, message_id: uuid.UUID) -> None:
         """Remember that a stop was asked, for a writer that has not joined its stop group yet."""
 
@@ -78,9 +113,18 @@ class StreamStore(Protocol):
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         """Whether a live process is writing the reply, from sync code."""
 
+    async def lease_states(self, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, Lease]:
+        """Who writes each reply, as far as the store knows, in one or two round trips."""
+        ...
+
+    def heartbeat_sync(self) -> None:
+        """Say that this process lives, for a few seconds (from the heartbeat thread)."""
+
 
 class LocalStreamStore:
     """One process's store, for the in-process channel layer."""
+
+    shared = False
 
     def __init__(self) -> None:
         self._snapshots: dict[uuid.UUID, Snapshot] = {}
@@ -123,9 +167,6 @@ class LocalStreamStore:
     async def epoch(self) -> str | None:
         return None
 
-    async def has_lease(self, message_id: uuid.UUID) -> bool:
-        return self.has_lease_sync(message_id)
-
     async def mark_stop(self, message_id: uuid.UUID) -> None:
         self._stops.add(message_id)
 
@@ -135,9 +176,17 @@ class LocalStreamStore:
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
         return self._leases.get(message_id, 0) > time.monotonic()
 
+    async def lease_states(self, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, Lease]:
+        return {m: Lease.LIVE if self.has_lease_sync(m) else Lease.MISSING for m in message_ids}
+
+    def heartbeat_sync(self) -> None:
+        pass  # only this process uses this store
+
 
 class RedisStreamStore:
     """The shared store: three keys per reply, written in one transaction, read with one MGET."""
+
+    shared = True
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -172,7 +221,20 @@ class RedisStreamStore:
     def _stop_key(message_id: uuid.UUID) -> str:
         return f"chat:reply:{message_id.hex}:stop"
 
+    @staticmethod
+    def _process_key(process: str) -> str:
+        return f"chat:process:{process}"
+
+    def _sync_client(self) -> redis.Redis:
+        """A client for sync code and the heartbeat thread; with timeouts, so a hung Redis stalls no beat forever."""
+        if self._sync is None:
+            self._sync = redis.Redis.from_url(
+                self._url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
+            )
+        return self._sync
+
     async def start(self, message_id: uuid.UUID) -> None:
+        ensure_heartbeat()  # before the lease: a lease must never name a process that stops beating
         await self.replace(message_id, 0, "", "")
         await self.renew_lease(message_id)
 
@@ -216,14 +278,16 @@ class RedisStreamStore:
         )
 
     async def renew_lease(self, message_id: uuid.UUID) -> None:
-        ttl_ms = int(settings.CHAT_REPLY_LEASE_SECONDS * 1000)
-        await self._client().set(self._lease_key(message_id), "1", px=ttl_ms)
+        # With a heartbeat in the same transaction: after a Redis restart the lease never comes back
+        # naming a process whose heartbeat has not come back yet (which would look dead).
+        process = process_id()
+        async with self._client().pipeline(transaction=True) as pipe:
+            pipe.set(self._process_key(process), "1", px=int(HEARTBEAT_SECONDS * 1000))
+            pipe.set(self._lease_key(message_id), process, px=int(settings.CHAT_REPLY_LEASE_SECONDS * 1000))
+            await pipe.execute()
 
     async def epoch(self) -> str | None:
         return str((await self._client().info("server"))["run_id"])
-
-    async def has_lease(self, message_id: uuid.UUID) -> bool:
-        return bool(await self._client().exists(self._lease_key(message_id)))
 
     async def mark_stop(self, message_id: uuid.UUID) -> None:
         await self._client().set(self._stop_key(message_id), "1", ex=SNAPSHOT_TTL_SECONDS)
@@ -232,9 +296,34 @@ class RedisStreamStore:
         return bool(await self._client().exists(self._stop_key(message_id)))
 
     def has_lease_sync(self, message_id: uuid.UUID) -> bool:
-        if self._sync is None:
-            self._sync = redis.Redis.from_url(self._url, decode_responses=True)
-        return bool(self._sync.exists(self._lease_key(message_id)))
+        return bool(self._sync_client().exists(self._lease_key(message_id)))
+
+    async def lease_states(self, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, Lease]:
+        if not message_ids:
+            return {}
+        client = self._client()
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.mget([self._lease_key(m) for m in message_ids])
+            pipe.info("server")
+            holders, info = await pipe.execute()
+        # Just restarted, Redis has no heartbeat and no lease until processes write them again.
+        uptime = float(info.get("uptime_in_seconds", 0))
+        named = sorted({h for h in holders if h and _PROCESS_ID.fullmatch(h)})  # else a lease from before heartbeats
+        beating = {}
+        if named:
+            beating = dict(zip(named, await client.mget([self._process_key(h) for h in named]), strict=True))
+        states: dict[uuid.UUID, Lease] = {}
+        for message_id, holder in zip(message_ids, holders, strict=True):
+            if holder is None:
+                states[message_id] = Lease.UNSURE if uptime < settings.CHAT_REPLY_LEASE_SECONDS else Lease.MISSING
+            elif beating.get(holder, "1") is None and uptime >= HEARTBEAT_SECONDS + HEARTBEAT_EVERY_SECONDS:
+                states[message_id] = Lease.DEAD
+            else:
+                states[message_id] = Lease.LIVE
+        return states
+
+    def heartbeat_sync(self) -> None:
+        self._sync_client().set(self._process_key(process_id()), "1", px=int(HEARTBEAT_SECONDS * 1000))
 
 
 _store: StreamStore | None = None
@@ -252,3 +341,33 @@ def reset_store() -> None:
     """Forget the chosen store, for tests that change REDIS_URL."""
     global _store
     _store = None
+
+
+_heartbeat: threading.Thread | None = None
+_heartbeat_lock = threading.Lock()
+
+
+def ensure_heartbeat() -> None:
+    """Start this process's heartbeat, once: every second it says, for a few seconds, that this process lives.
+
+    A thread, not an asyncio task: an event loop busy for a few seconds must not look like a dead
+    process, whose replies (still being written) would then be closed. A loop stuck for good stops
+    renewing its leases, and the sweeper closes those replies once their lease runs out.
+    """
+    global _heartbeat
+    if _heartbeat is not None and _heartbeat.is_alive():
+        return
+    with _heartbeat_lock:
+        if _heartbeat is None or not _heartbeat.is_alive():
+            _heartbeat = threading.Thread(target=_beat, name="process-heartbeat", daemon=True)
+            _heartbeat.start()
+
+
+def _beat() -> None:
+    """Renew this process's heartbeat forever (a no-op in memory: no other process looks)."""
+    while True:
+        try:
+            get_store().heartbeat_sync()
+        except Exception:
+            logger.debug("heartbeat failed; trying again", exc_info=True)
+        time.sleep(HEARTBEAT_EVERY_SECONDS)

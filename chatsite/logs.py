@@ -7,11 +7,14 @@ the level.
 
 `python -m chatsite.logs <daphne arguments>` runs daphne with its access log written through these
 logs (so masked, and JSON with `LOG_FORMAT=json`) instead of as raw lines on stdout that carry each
-request's query string; deploy/chat@.service and the Dockerfile start the site that way.
+request's query string; deploy/chat@.service and the Dockerfile start the site that way. It also
+starts the site's background work (chat.startup) as soon as the server runs, since daphne has no
+ASGI lifespan: a restarted process closes the replies its predecessor left before any client comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import datetime as dt
 import json
@@ -145,15 +148,28 @@ def serve(argv: list[str] | None = None) -> None:
     # Imported here: importing daphne.server installs Twisted's reactor, which only a server wants.
     from daphne.cli import CommandLineInterface
     from daphne.server import Server
+    from twisted.internet import reactor
 
     class MaskedServer(Server):
         def __init__(self, *args: Any, action_logger: Any = None, **kwargs: Any) -> None:
             super().__init__(*args, action_logger=AccessLog() if action_logger else None, **kwargs)
 
+        def run(self) -> None:
+            reactor.callWhenRunning(_start_background_work)  # type: ignore[attr-defined]
+            super().run()
+
     class MaskedCommandLine(CommandLineInterface):
         server_class = MaskedServer
 
     MaskedCommandLine().run(sys.argv[1:] if argv is None else argv)
+
+
+def _start_background_work() -> None:
+    """Once the reactor runs: start the site's background work on the loop daphne serves from."""
+    from chat import startup  # the app is loaded (Django is set up) by now
+
+    # daphne made the reactor's loop the current one; it is not running yet, so the work goes in a callback.
+    asyncio.get_event_loop().call_soon(startup.ensure_started)
 
 
 if __name__ == "__main__":

@@ -85,14 +85,18 @@ class LiveSite:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=self.env, check=True, timeout=120)
 
     def start(self, *daphne_args: str, port: int | None = None) -> str:
-        """Start one more daphne process (on `port`, or a free one); returns its URL once it answers."""
+        """Start one more daphne process (on `port`, or a free one); returns its URL once it answers.
+
+        Started as deployment starts it (Dockerfile, deploy/chat@.service): through chatsite.logs,
+        which also starts the start-up work (recovery, sweeper) before any client connects.
+        """
         port = port or free_port()
         log = open(self.tmp_path / f"daphne-{port}.log", "wb")
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "daphne",
+                "chatsite.logs",
                 "-b",
                 "127.0.0.1",
                 "-p",

@@ -162,8 +162,7 @@ def test_replies_render_markdown_progressively_with_highlighted_copyable_code(br
 
 
 def test_the_page_reconnects_after_a_server_restart_and_resyncs_without_doubling(browser, live_site):
-    live_site.env["CHAT_REPLY_LEASE_SECONDS"] = "2"
-    base_url = live_site.start()
+    base_url = live_site.start()  # the default lease: the restarted process sees its predecessor is dead
     page = browser.new_context().new_page()
     sign_up_in_browser(page, base_url, "restarter")
     page.click("#new-conversation")

@@ -100,8 +100,7 @@ async def test_tabs_opened_at_random_moments_miss_nothing_and_see_nothing_twice(
 
 async def test_a_dead_process_replies_are_closed_by_a_live_one(tmp_path, fake_upstream_server, request):
     live_site = request.getfixturevalue("live_site")
-    live_site.env["CHAT_REPLY_LEASE_SECONDS"] = "1.5"
-    urls, conversation_id, headers = await _setup(live_site)
+    urls, conversation_id, headers = await _setup(live_site)  # the default lease: the heartbeat tells
     watcher = await Tab(urls[1], conversation_id, {**headers, "Origin": urls[1]}).open()
     asking = await Tab(urls[0], conversation_id, {**headers, "Origin": urls[0]}).open()
     await asking.send({"type": "message.send", "content": "long [[fake tokens=3000 delay=0.01]]"})

@@ -19,7 +19,7 @@ from django.urls import path
 from django.utils import timezone
 
 from chat import review, signin
-from chat.models import Conversation, Message
+from chat.models import Conversation, Message, UsageRecord
 
 MESSAGE_FIELDS = (
     "created_at",
@@ -211,6 +211,41 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="content")
     def short_content(self, obj: Message) -> str:
         return obj.content[:80]
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The usage ledger, read-only: it is what usage pages and the daily limit count, so nobody edits it."""
+
+    list_display = (
+        "created_at",
+        "user",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "conversation",
+    )
+    list_filter = ("model", "created_at", ("user", admin.RelatedOnlyFieldListFilter))
+    search_fields = ("user__username",)
+    date_hierarchy = "created_at"
+    list_select_related = ("user", "conversation")
+    readonly_fields = (
+        "created_at",
+        "user",
+        "conversation",
+        "message",
+        "api_token",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "reasoning_tokens",
+        "cache_hit_tokens",
+        "cache_miss_tokens",
+    )
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
 
 
 User = get_user_model()

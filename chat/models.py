@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -167,3 +168,35 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class UsageRecord(models.Model):
+    """One finished reply's tokens, kept when its conversation goes, so usage and the daily limit hold."""
+
+    # A user's data purged on request takes their ledger with it; a deleted conversation does not.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    # One row per reply at most: the unique key keeps a reply from being counted twice.
+    message = models.OneToOneField(
+        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_record"
+    )
+    api_token = models.ForeignKey(
+        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+    )
+    model = models.CharField(max_length=100, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    reasoning_tokens = models.PositiveIntegerField(default=0)
+    cache_hit_tokens = models.PositiveIntegerField(default=0)
+    cache_miss_tokens = models.PositiveIntegerField(default=0)
+    # When the tokens were spent (the reply ended); the daily limit and the usage pages count by it.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "created_at"], name="usage_user_created")]
+
+    def __str__(self) -> str:
+        return f"{self.prompt_tokens + self.completion_tokens} tokens ({self.model or 'unknown model'})"

@@ -14,12 +14,12 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from chat import services
-from chat.models import ApiToken, Conversation, Message
+from chat.models import ApiToken, Conversation, Message, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 
 EXPORT_COLUMNS = [
@@ -100,35 +100,40 @@ def conversations_csv(*, conversations: QuerySet[Conversation]) -> str:
 def conversations_json(*, conversations: QuerySet[Conversation]) -> str:
     """These conversations with every message (all branches) and the review fields, as JSON."""
     data = []
-    for conversation in conversations.select_related("owner", "reviewed_by"):
+    # Two queries whatever the number of conversations: theirs (with owner and reviewer), then all their messages.
+    every_message = Prefetch("messages", queryset=Message.objects.order_by("created_at"))
+    for conversation in conversations.select_related("owner", "reviewed_by").prefetch_related(every_message):
         item = conversation_to_dict(conversation)
         item.update(
             owner=conversation.owner.get_username(),
             flagged=conversation.flagged,
             review_notes=conversation.review_notes,
             reviewed_by=conversation.reviewed_by.get_username() if conversation.reviewed_by else None,
-            messages=[{**message_to_dict(m), "active": m.active} for m in conversation.messages.order_by("created_at")],
+            messages=[{**message_to_dict(m), "active": m.active} for m in conversation.messages.all()],
         )
         data.append(item)
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def usage_by_user_and_day(*, days: int = 30) -> list[dict[str, Any]]:
-    """Replies and tokens per user per UTC day, newest day first, over the last `days` days (1 to 3650)."""
+    """Replies and tokens per user per UTC day, newest day first, over the last `days` days (1 to 3650).
+
+    Read from the usage ledger, so a deleted conversation's tokens still count.
+    """
     if not 1 <= days <= USAGE_MAX_DAYS:
         raise ValueError(f"days must be from 1 to {USAGE_MAX_DAYS}")
     since = timezone.now() - timedelta(days=days)
     return list(
-        Message.objects.filter(role=Message.Role.ASSISTANT, created_at__gte=since)
-        .annotate(day=TruncDate("created_at"))
-        .values("day", "conversation__owner__username")
+        UsageRecord.objects.filter(created_at__gte=since)
+        .annotate(day=TruncDate("created_at"), username=F("user__username"))
+        .values("day", "username")
         .annotate(
             replies=Count("id"),
             prompt_tokens=Sum("prompt_tokens", default=0),
             completion_tokens=Sum("completion_tokens", default=0),
             reasoning_tokens=Sum("reasoning_tokens", default=0),
         )
-        .order_by("-day", "conversation__owner__username")
+        .order_by("-day", "username")
     )
 
 
@@ -139,7 +144,7 @@ def usage_csv(*, rows: list[dict[str, Any]]) -> str:
         [
             {
                 "day": r["day"],
-                "user": r["conversation__owner__username"],
+                "user": r["username"],
                 **{key: r[key] for key in USAGE_COLUMNS[2:]},
             }
             for r in rows
@@ -158,7 +163,7 @@ def conversations_purge(*, older_than_days: int, dry_run: bool = False) -> int:
 
 
 def user_data(*, user: AbstractBaseUser) -> dict[str, Any]:
-    """Everything stored about a user, for a data request: account, tokens (never their values), chats."""
+    """Everything stored about a user, for a data request: account, tokens (never their values), chats, usage."""
     conversations = Conversation.objects.filter(owner=user)
     return {
         "account": {
@@ -178,6 +183,19 @@ def user_data(*, user: AbstractBaseUser) -> dict[str, Any]:
             for t in ApiToken.objects.filter(user=user)
         ],
         "conversations": json.loads(conversations_json(conversations=conversations)),
+        "usage": [
+            {
+                "created_at": r.created_at.isoformat(),
+                "conversation_id": str(r.conversation_id) if r.conversation_id else None,
+                "model": r.model,
+                "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens,
+                "reasoning_tokens": r.reasoning_tokens,
+                "prompt_cache_hit_tokens": r.cache_hit_tokens,
+                "prompt_cache_miss_tokens": r.cache_miss_tokens,
+            }
+            for r in UsageRecord.objects.filter(user=user).order_by("created_at")
+        ],
     }
 
 

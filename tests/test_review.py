@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from chat import services
-from chat.models import ApiToken, Conversation, Message
+from chat.models import ApiToken, Conversation, Message, UsageRecord
 from chat.tokens import token_create
 from tests.conftest import admin_change
 
@@ -26,7 +26,7 @@ def _conversation(owner, title: str, days_ago: int = 0) -> Conversation:
     conversation = services.conversation_create(owner=owner, title=title)
     when = timezone.now() - timedelta(days=days_ago)
     Message.objects.create(conversation=conversation, role="user", content=f"question about {title}", created_at=when)
-    Message.objects.create(
+    reply = Message.objects.create(
         conversation=conversation,
         role="assistant",
         content=f"answer about {title}",
@@ -36,6 +36,8 @@ def _conversation(owner, title: str, days_ago: int = 0) -> Conversation:
         reasoning_tokens=5,
         created_at=when + timedelta(seconds=1),
     )
+    services.usage_record(reply=reply)  # as reply_finish does: usage pages read the ledger
+    UsageRecord.objects.filter(message=reply).update(created_at=when + timedelta(seconds=1))
     Conversation.objects.filter(id=conversation.id).update(updated_at=when)
     return conversation
 

@@ -37,7 +37,7 @@ def staff_client(db: None) -> Client:
 
 
 def _reply(conversation: Conversation, content: str = "answer") -> Message:
-    return Message.objects.create(
+    reply = Message.objects.create(
         conversation=conversation,
         role="assistant",
         content=content,
@@ -45,6 +45,8 @@ def _reply(conversation: Conversation, content: str = "answer") -> Message:
         completion_tokens=2,
         created_at=timezone.now(),
     )
+    services.usage_record(reply=reply)  # as reply_finish does: the usage page reads the ledger
+    return reply
 
 
 # --- usage days -----------------------------------------------------------------------------------

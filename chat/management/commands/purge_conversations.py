@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 class Command(BaseCommand):
     """The command; its help says what it does."""
 
-    help = "Delete conversations (and their messages) not updated for more than --days days."
+    help = "Delete conversations (and messages; the usage ledger keeps their tokens) not updated for over --days days."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, required=True, help="keep conversations updated within this many days")

@@ -1,7 +1,8 @@
 """Per-user limits: messages per minute, replies at once, and tokens per day.
 
 Counters live in the cache, which is Redis when REDIS_URL is set, so they hold across processes.
-Replies at once are counted in the database, which every process shares already.
+Replies at once are counted in the database, which every process shares already, and tokens per day
+are summed from the usage ledger there, so deleting a conversation gives no tokens back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from chat import selectors
 from chat.models import Message
 
 
@@ -23,10 +25,6 @@ class LimitExceeded(Exception):
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
-
-
-def _tokens_key(user_id: int, day: dt.date) -> str:
-    return f"chat:limits:tokens:{user_id}:{day.isoformat()}"
 
 
 def _seconds_to_midnight_utc() -> int:
@@ -74,22 +72,29 @@ def count_in_window(*, prefix: str, limit: int, period: int, detail: str, refund
         raise LimitExceeded(f"{detail}; try again in {_in_words(wait)}.", wait)
 
 
-def check_send(*, user_id: int) -> None:
-    """Count one message against the user's limits, or refuse it saying when to try again."""
+def check_concurrent(*, user_id: int) -> None:
+    """Refuse a reply while the user has the most allowed being written.
+
+    Called inside the transaction that inserts the reply, after the owner's row is locked
+    (services._lock_owner), so counting and inserting are one step across processes.
+    """
     concurrent = settings.CHAT_LIMIT_CONCURRENT_REPLIES
     if concurrent and Message.objects.streaming().filter(conversation__owner_id=user_id).count() >= concurrent:
         raise LimitExceeded(
             f"You already have {concurrent} replies being written; try again when one of them has finished.", 5
         )
+
+
+def check_send(*, user_id: int) -> None:
+    """Count one message against the user's limits, or refuse it saying when to try again."""
+    check_concurrent(user_id=user_id)
     budget = settings.CHAT_LIMIT_DAILY_TOKENS
-    if budget:
-        used = cache.get(_tokens_key(user_id, timezone.now().astimezone(dt.UTC).date()), 0)
-        if used >= budget:
-            wait = _seconds_to_midnight_utc()
-            raise LimitExceeded(
-                f"You have used today's budget of {budget:,} tokens; it renews at midnight UTC, in {_in_words(wait)}.",
-                wait,
-            )
+    if budget and selectors.usage_tokens_today(user_id=user_id) >= budget:
+        wait = _seconds_to_midnight_utc()
+        raise LimitExceeded(
+            f"You have used today's budget of {budget:,} tokens; it renews at midnight UTC, in {_in_words(wait)}.",
+            wait,
+        )
     per_minute = settings.CHAT_LIMIT_MESSAGES_PER_MINUTE
     if per_minute:
         count_in_window(
@@ -99,12 +104,3 @@ def check_send(*, user_id: int) -> None:
             detail=f"You have sent {per_minute} messages this minute, the most allowed",
             refund=True,
         )
-
-
-def record_tokens(*, user_id: int, tokens: int) -> None:
-    """Add a finished reply's tokens to the user's count for today."""
-    if tokens <= 0:
-        return
-    key = _tokens_key(user_id, timezone.now().astimezone(dt.UTC).date())
-    cache.add(key, 0, timeout=2 * 24 * 3600)
-    cache.incr(key, tokens)

@@ -12,12 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chat import events, generation, limits
-from chat.models import ApiToken, Conversation, Message
+from chat.models import ApiToken, Conversation, Message, UsageRecord
 from chat.streamstate import get_store
 
 logger = logging.getLogger(__name__)
@@ -152,9 +153,36 @@ def _reply_announce(reply: Message) -> None:
     transaction.on_commit(lambda: generation.launch(reply.id))
 
 
+BUSY_DETAIL = "A reply is still being written in this conversation; wait for it or stop it."
+
+
+def _lock_owner(user_id: int) -> None:
+    """Hold the owner's row until the commit: a user's replies are counted and started one request at a time.
+
+    On PostgreSQL this is a row lock; SQLite runs every transaction IMMEDIATE (settings), one writer at a time.
+    """
+    list(get_user_model().objects.select_for_update().filter(pk=user_id).values_list("pk", flat=True))
+
+
+def _lock(conversation: Conversation) -> None:
+    """Hold the conversation's row until the commit: two devices changing its branches take turns."""
+    list(Conversation.objects.select_for_update().filter(pk=conversation.pk).values_list("pk", flat=True))
+
+
+def _lock_for_reply(conversation: Conversation) -> None:
+    """Inside a transaction: lock the owner, then the conversation, and refuse a second reply in it.
+
+    The order (owner first) is the same everywhere, so two requests cannot wait for each other. The
+    limits are checked after this, still inside the transaction, so counting and inserting are one step.
+    """
+    _lock_owner(conversation.owner_id)
+    _lock(conversation)
+    _refuse_while_streaming(conversation)
+
+
 def _refuse_while_streaming(conversation: Conversation) -> None:
     if conversation.messages.streaming().exists():
-        raise ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
+        raise ServiceError("busy", BUSY_DETAIL)
 
 
 def _hide_from(conversation: Conversation, message: Message) -> None:
@@ -166,13 +194,14 @@ def message_edit(*, conversation: Conversation, message_id: Any, content: Any, c
     """Send an edited version of a user message: later turns move to a branch of their own, and a reply starts."""
     text = message_validate_content(content)
     client_id = _client_id(client_id)
-    _refuse_while_streaming(conversation)
-    original = conversation.messages.filter(id=_uuid(message_id), role=Message.Role.USER, active=True).first()
-    if original is None:
-        raise ServiceError("not_found", "There is no such message of yours to edit in this conversation.")
-    _check_limits(user_id=conversation.owner_id)
+    wanted = _uuid(message_id)
     try:
         with transaction.atomic():
+            _lock_for_reply(conversation)
+            original = conversation.messages.filter(id=wanted, role=Message.Role.USER, active=True).first()
+            if original is None:
+                raise ServiceError("not_found", "There is no such message of yours to edit in this conversation.")
+            _check_limits(user_id=conversation.owner_id)
             _hide_from(conversation, original)
             edited = Message.objects.create(
                 conversation=conversation,
@@ -188,49 +217,63 @@ def message_edit(*, conversation: Conversation, message_id: Any, content: Any, c
             events.message_created_on_commit(edited)
             _reply_announce(reply)
     except IntegrityError as exc:
-        raise ServiceError("busy", "A reply is still being written in this conversation.") from exc
+        raise ServiceError("busy", BUSY_DETAIL) from exc
     return reply
 
 
 def reply_regenerate(*, conversation: Conversation) -> Message:
     """Write the last reply again; the old one stays as another version of it."""
-    _refuse_while_streaming(conversation)
-    last = conversation.messages.shown().last()
-    if last is None or last.role != Message.Role.ASSISTANT:
-        raise ServiceError("nothing_to_regenerate", "There is no reply to write again.")
-    _check_limits(user_id=conversation.owner_id)
     try:
         with transaction.atomic():
+            _lock_for_reply(conversation)
+            last = conversation.messages.shown().last()
+            if last is None or last.role != Message.Role.ASSISTANT:
+                raise ServiceError("nothing_to_regenerate", "There is no reply to write again.")
+            _check_limits(user_id=conversation.owner_id)
             _hide_from(conversation, last)
             reply = _reply_start(conversation=conversation, parent=last.parent)
             conversation.save(update_fields=["updated_at"])
             events.conversation_branched_on_commit(conversation)
             _reply_announce(reply)
     except IntegrityError as exc:
-        raise ServiceError("busy", "A reply is still being written in this conversation.") from exc
+        raise ServiceError("busy", BUSY_DETAIL) from exc
     return reply
 
 
 def branch_select(*, conversation: Conversation, message_id: Any) -> Message:
-    """Show another version of a turn, and below it the newest turns of that branch."""
-    _refuse_while_streaming(conversation)
-    chosen = conversation.messages.filter(id=_uuid(message_id)).first()
-    if chosen is None:
-        raise ServiceError("not_found", "There is no such message in this conversation.")
-    if chosen.active:
-        return chosen
-    if chosen.parent is not None and not chosen.parent.active:
-        raise ServiceError("not_shown", "Choose among the versions of a turn that is shown.")
+    """Show another version of a turn, and below it the newest turns of that branch.
+
+    The conversation's rows are read once and the branch is switched with two updates, whatever its length.
+    """
+    wanted = _uuid(message_id)
     with transaction.atomic():
+        _lock(conversation)
+        _refuse_while_streaming(conversation)
+        chosen = conversation.messages.select_related("parent").filter(id=wanted).first()
+        if chosen is None:
+            raise ServiceError("not_found", "There is no such message in this conversation.")
+        if chosen.active:
+            return chosen
+        if chosen.parent is not None and not chosen.parent.active:
+            raise ServiceError("not_shown", "Choose among the versions of a turn that is shown.")
         shown = conversation.messages.filter(parent_id=chosen.parent_id, active=True).first()
         if shown is not None:
             _hide_from(conversation, shown)
-        step: Message | None = chosen
-        while step is not None:
-            Message.objects.filter(id=step.id).update(active=True)
-            step = step.children.order_by("-created_at").first()
+        Message.objects.filter(id__in=_newest_line(conversation, chosen)).update(active=True)
         events.conversation_branched_on_commit(conversation)
     return chosen
+
+
+def _newest_line(conversation: Conversation, start: Message) -> list[uuid.UUID]:
+    """`start` and, below it, the newest child of each message in turn (from one query)."""
+    newest_child: dict[uuid.UUID, tuple[Any, uuid.UUID]] = {}
+    for message_id, parent_id, created_at in conversation.messages.values_list("id", "parent_id", "created_at"):
+        if parent_id is not None and (parent_id not in newest_child or created_at > newest_child[parent_id][0]):
+            newest_child[parent_id] = (created_at, message_id)
+    line = [start.id]
+    while line[-1] in newest_child:
+        line.append(newest_child[line[-1]][1])
+    return line
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
@@ -253,7 +296,7 @@ def _client_id(value: Any) -> str:
 
 
 def _check_limits(*, user_id: int) -> None:
-    """Refuse a new reply over the user's per-minute, concurrent or daily limits."""
+    """Refuse a new reply over the user's per-minute, concurrent or daily limits (inside the locked transaction)."""
     try:
         limits.check_send(user_id=user_id)
     except limits.LimitExceeded as exc:
@@ -291,9 +334,10 @@ def completion_create(
         system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
         title=_automatic_title(next(content for role, content in turns if role == Message.Role.USER)),
     )
-    _check_limits(user_id=owner.pk)
     now = timezone.now()
     with transaction.atomic():
+        _lock_owner(owner.pk)
+        _check_limits(user_id=owner.pk)
         conversation.save()
         events.conversation_updated_on_commit(conversation)
         parent = None
@@ -315,13 +359,11 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
     """Store the user's message and start the reply; refused with `busy` while a reply is written."""
     text = message_validate_content(content)
     client_id = _client_id(client_id)
-    busy = ServiceError("busy", "A reply is still being written in this conversation; wait for it or stop it.")
-    if conversation.messages.streaming().exists():
-        raise busy
-    _check_limits(user_id=conversation.owner_id)
     now = timezone.now()
     try:
         with transaction.atomic():
+            _lock_for_reply(conversation)
+            _check_limits(user_id=conversation.owner_id)
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent=conversation.messages.shown().last(),
@@ -338,14 +380,31 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
             events.message_created_on_commit(user_message)
             _reply_announce(reply)
     except IntegrityError as exc:
-        # Another process started a reply between the check and the insert.
-        raise busy from exc
+        # The database's own guard: one streaming reply per conversation.
+        raise ServiceError("busy", BUSY_DETAIL) from exc
     return user_message, reply
 
 
 def reply_checkpoint(*, message_id: uuid.UUID, content: str, reasoning: str) -> None:
     """Store a reply's text so far, so little is lost if this process dies."""
     Message.objects.filter(id=message_id, status=Message.Status.STREAMING).update(content=content, reasoning=reasoning)
+
+
+def usage_record(*, reply: Message) -> UsageRecord:
+    """Put a finished reply's tokens in the ledger, which outlives its conversation (usage, daily limit)."""
+    conversation = reply.conversation
+    return UsageRecord.objects.create(
+        user_id=conversation.owner_id,
+        conversation=conversation,
+        message=reply,
+        api_token_id=conversation.api_token_id,
+        model=reply.upstream_model or conversation.model,
+        prompt_tokens=reply.prompt_tokens or 0,
+        completion_tokens=reply.completion_tokens or 0,
+        reasoning_tokens=reply.reasoning_tokens or 0,
+        cache_hit_tokens=reply.cache_hit_tokens or 0,
+        cache_miss_tokens=reply.cache_miss_tokens or 0,
+    )
 
 
 def reply_finish(
@@ -392,13 +451,10 @@ def reply_finish(
         reply.duration_ms = duration_ms
         reply.context_dropped = context_dropped
         reply.save()
+        if usage:
+            usage_record(reply=reply)  # in the same transaction: a reply is counted once, or not at all
         Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
         events.message_completed_on_commit(reply)
-    if usage:
-        limits.record_tokens(
-            user_id=reply.conversation.owner_id,
-            tokens=usage.get("prompt_tokens", 0) + usage.get("completion_tokens", 0),
-        )
     return reply
 
 
@@ -437,24 +493,17 @@ def reply_close_interrupted(
     )
 
 
-def replies_close_orphaned() -> int:
-    """At start-up, close as `failed` the replies a dead process left `streaming`, keeping their text.
+def replies_close_orphaned(*, texts: dict[uuid.UUID, tuple[str, str] | None], detail: str) -> int:
+    """Close as `failed` replies whose writer died, each with its snapshot's text or its checkpoint's if longer.
 
-    Replies younger than a lease period may belong to a live process that has not taken its lease
-    yet; the sweeper (chat.sweeper) watches those.
+    `texts` maps each reply to its snapshot's (content, reasoning), which holds every delta its tabs
+    were shown, or to None when there is none. The sweeper (chat.sweeper) chose the replies, at
+    start-up and while the process runs.
     """
     closed = 0
-    cutoff = timezone.now() - timedelta(seconds=settings.CHAT_REPLY_LEASE_SECONDS)
-    for reply_id in Message.objects.streaming().filter(created_at__lt=cutoff).values_list("id", flat=True):
-        if get_store().has_lease_sync(reply_id):
-            continue  # A live process still writes it.
-        if reply_close_interrupted(
-            message_id=reply_id,
-            content=None,
-            reasoning=None,
-            detail="The server restarted while this reply was being written; the text so far was kept.",
-        ):
+    for message_id, text in texts.items():
+        content, reasoning = text if text is not None else (None, None)
+        if reply_close_interrupted(message_id=message_id, content=content, reasoning=reasoning, detail=detail):
             closed += 1
-    if closed:
-        logger.warning("closed %d replies left streaming by a stopped server", closed)
+            logger.warning("closed a reply whose writer died", extra={"message_id": str(message_id)})
     return closed

@@ -312,6 +312,12 @@ class StopListener:
                 if run is not None:
                     run.stop_requested.set()
 
+    def retire(self) -> None:
+        """Let go of a listener that cannot serve any more (its reader ended, or tests changed the loop or layer)."""
+        relay.Subscription.live.discard(self.subscription)
+        if self.loop is asyncio.get_running_loop():
+            relay.keep(self.loop.create_task(self.subscription.close()))
+
     @property
     def usable(self) -> bool:
         """Whether it opens or reads, on this loop's current channel layer (tests replace layers and loops)."""
@@ -329,6 +335,8 @@ async def stop_listener() -> StopListener:
     """The process's stop listener, started on first use and shared by every reply written here."""
     global _stop_listener
     if _stop_listener is None or not _stop_listener.usable:
+        if _stop_listener is not None:
+            _stop_listener.retire()
         _stop_listener = StopListener()  # set before any wait, so replies starting together share it
     listener = _stop_listener
     await asyncio.shield(listener.opening)

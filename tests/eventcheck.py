@@ -119,3 +119,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     eventschema.reload_settings()
     if state.read and not state.bad:
         shutil.rmtree(state.directory, ignore_errors=True)  # kept when some failed, for a look
+
+
+@pytest.fixture
+def hand_made_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """For unit tests that feed hand-made, partial events to the frame helpers: those are not the site's events."""
+    from chat import eventschema
+
+    monkeypatch.setattr(eventschema, "_target", None)

@@ -11,11 +11,23 @@ from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import connection
 
-from chat import events, eventschema, selectors, services, streamstate, v1
+from chat import events, eventschema, generation, selectors, services, streamstate, v1
 from chat.eventschema import EventSchemaError, validate
 from chat.models import Conversation, Message
 from tests.eventcheck import summarise
+
+# Transactional: a state is read from another thread (database_sync_to_async), which on PostgreSQL's
+# pool cannot join the test's transaction.
+# (SQLite's in-memory test database locks its tables between threads, so it keeps the plain `db`.)
+pytestmark = pytest.mark.django_db(transaction=connection.vendor == "postgresql")
+
+
+@pytest.fixture(autouse=True)
+def _no_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replies here are finished by hand; a committed transaction must not start writing them."""
+    monkeypatch.setattr(generation, "launch", lambda message_id: None)
 
 ID = str(uuid.uuid4())
 CONVERSATION = {

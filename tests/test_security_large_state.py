@@ -167,7 +167,7 @@ def test_a_message_too_big_for_a_frame_is_cut_in_the_state_and_marked(live_site)
         assert page["messages"] == [question] and page["has_more"] is False
 
 
-def test_a_completion_too_big_for_a_frame_sheds_its_copy_or_gives_way_to_the_state():
+def test_a_completion_too_big_for_a_frame_sheds_its_copy_or_gives_way_to_the_state(hand_made_events):
     long_reply = "x" * 600_000
     completed = {
         "type": "message.completed",
@@ -182,7 +182,7 @@ def test_a_completion_too_big_for_a_frame_sheds_its_copy_or_gives_way_to_the_sta
     assert events.fitted_frame({**completed, "content": "x" * (MIB + 1)}) is None
 
 
-def test_every_state_fits_a_frame_whatever_its_characters():
+def test_every_state_fits_a_frame_whatever_its_characters(hand_made_events):
     # Escapes make a character take up to 12 bytes in a frame: CJK 6, an emoji 12, a newline or quote 2.
     text = "漢字😀\n\"ok " * 2000
     messages = [

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-frames
+.PHONY: run test lint bench bench-frames soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,10 @@ bench: $(VENV)/.test-deps
 	$(BIN)/python -m bench.relay --matrix
 	$(BIN)/python -m bench.plot
 	$(BIN)/python -m bench.report
+
+# The soak behind docs/RELIABILITY.md: a mixed load, a Redis restart and a daphne crash; then whether
+# anything leaked (MINUTES of load, then about a minute of set-up and checks).
+MINUTES ?= 10
+soak: $(VENV)/.test-deps
+	.ci/ensure-redis
+	$(BIN)/python -m bench.soak --minutes $(MINUTES)

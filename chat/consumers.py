@@ -60,13 +60,24 @@ class RelayConsumer(AsyncWebsocketConsumer):
             LIVE.discard(self)
             await self.leave_groups()  # a handler that crashed never reached disconnect()
             await self.release_seat()
+            if hasattr(self, "counted"):
+                metrics.OPEN_SOCKETS.labels(kind=self.counted).dec()
 
     async def join(self, group: str) -> None:
         """Join a group, remembered so the socket leaves it however it ends."""
         if not hasattr(self, "joined"):
             self.joined: list[str] = []
         self.joined.append(group)
-        await self.channel_layer.group_add(group, self.channel_name)
+        await relay.join(self.channel_layer, group, self.channel_name)
+
+    async def disconnect(self, code: int) -> None:
+        """Leave the groups; any reply goes on without this socket (its seat and count go back in __call__)."""
+        await self.leave_groups()
+
+    def count_open(self, kind: str) -> None:
+        """Count this socket as open until it ends (the count goes down in __call__, however it ends)."""
+        self.counted = kind
+        metrics.OPEN_SOCKETS.labels(kind=kind).inc()
 
     async def leave_groups(self) -> None:
         """Leave every group this socket joined (twice is harmless)."""
@@ -159,19 +170,13 @@ class ConversationConsumer(RelayConsumer):
         if not await self.take_seat():
             return
         LIVE.add(self)
-        metrics.OPEN_SOCKETS.labels(kind="conversation").inc()
+        self.count_open("conversation")
         # The owner's group carries conversation.updated/deleted for all their conversations (sidebar),
         # and tells the socket when the user's session ends.
         self.user_group = events.user_group(user.id)
         await self.join(self.group)
         await self.join(self.user_group)
         await self.send_state()
-
-    async def disconnect(self, code: int) -> None:
-        """Leave the groups; any reply goes on without this socket (its seat goes back in __call__)."""
-        if hasattr(self, "user_group"):
-            metrics.OPEN_SOCKETS.labels(kind="conversation").dec()
-        await self.leave_groups()
 
     async def send_state(self) -> None:
         """Send `conversation.state`: the newest stored messages that fit a frame, plus the reply in flight."""
@@ -306,14 +311,8 @@ class SidebarConsumer(RelayConsumer):
             return
         self.user_group = events.user_group(self.scope["user"].id)
         LIVE.add(self)
-        metrics.OPEN_SOCKETS.labels(kind="sidebar").inc()
+        self.count_open("sidebar")
         await self.join(self.user_group)
-
-    async def disconnect(self, code: int) -> None:
-        """Leave the group (its seat goes back in __call__)."""
-        if hasattr(self, "user_group"):
-            metrics.OPEN_SOCKETS.labels(kind="sidebar").dec()
-        await self.leave_groups()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Refuse frames: the sidebar socket only listens."""

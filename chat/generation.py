@@ -355,7 +355,7 @@ async def _wait_for_stop(run: ReplyRun) -> None:
     try:
         try:
             listener = await stop_listener()
-            await listener.subscription.layer.group_add(group, listener.subscription.channel)
+            await relay.join(listener.subscription.layer, group, listener.subscription.channel)
         except Exception:
             listener = None
             logger.warning("stop listener could not join the control group; polling the stop mark", exc_info=True)

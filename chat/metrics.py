@@ -5,6 +5,8 @@ Every daphne process keeps its own counters; Prometheus scrapes each process (se
 
 from __future__ import annotations
 
+import asyncio
+
 from prometheus_client import Counter, Gauge, Histogram
 
 OPEN_SOCKETS = Gauge("chat_open_sockets", "WebSockets open in this process", ["kind"])
@@ -61,3 +63,28 @@ RELAY_SUBSCRIPTIONS = Gauge(
     "chat_relay_subscriptions", "Relay subscriptions open in this process (HTTP streams, and the one stop listener)"
 )
 RELAY_SUBSCRIPTIONS.set_function(_open_subscriptions)
+
+_server_loop: asyncio.AbstractEventLoop | None = None
+
+
+def _asyncio_tasks() -> float:
+    """Unfinished asyncio tasks on the server's loop: flat when nothing leaks (NaN before the loop is known).
+
+    The scrape runs in a sync view's thread, whose asgiref thread-local names the loop that called it
+    (the server's); it is kept, so a scrape from anywhere else counts the same loop.
+    """
+    global _server_loop
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        from asgiref.sync import SyncToAsync
+
+        loop = getattr(SyncToAsync.threadlocal, "main_event_loop", None) or _server_loop
+    if loop is None or loop.is_closed():
+        return float("nan")
+    _server_loop = loop
+    return len(asyncio.all_tasks(loop))
+
+
+ASYNCIO_TASKS = Gauge("chat_asyncio_tasks", "Unfinished asyncio tasks on this process's server loop")
+ASYNCIO_TASKS.set_function(_asyncio_tasks)

@@ -106,13 +106,93 @@ def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
     return task
 
 
-async def leave_groups(layer: Any, groups: Iterable[str], channel: str) -> None:
-    """Take a channel out of groups; a layer failure is logged, so every group is tried."""
-    for group in groups:
+async def uninterrupted(coroutine: Any) -> Any:
+    """Run to its end even if the caller is cancelled meanwhile (the cancel still reaches the caller).
+
+    A SUBSCRIBE or UNSUBSCRIBE cut off half way leaves Redis and the layer's bookkeeping disagreeing:
+    a subscription nobody will ever end, or a channel that stays deaf. So group changes are never cut.
+    """
+    return await asyncio.shield(keep(asyncio.ensure_future(coroutine)))
+
+
+class _GroupLocks:
+    """One lock per group while it is in use, so a join never overlaps a leave of the same group.
+
+    channels_redis' pub/sub layer forgets a group's last member at once but unsubscribes a moment
+    later; a join in that moment skips its SUBSCRIBE (still subscribed), then the UNSUBSCRIBE lands
+    and the new member hears nothing. Taking turns per group closes that gap.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def run(self, group: str, coroutine: Any) -> Any:
+        lock, users = self._locks.get(group, (asyncio.Lock(), 0))
+        self._locks[group] = (lock, users + 1)
         try:
-            await layer.group_discard(group, channel)
+            async with lock:
+                return await coroutine
+        finally:
+            lock, users = self._locks[group]
+            if users == 1:
+                del self._locks[group]
+            else:
+                self._locks[group] = (lock, users - 1)
+
+
+_group_locks: dict[int, _GroupLocks] = {}
+
+
+def _locks_for(layer: Any) -> _GroupLocks:
+    return _group_locks.setdefault(id(layer), _GroupLocks())
+
+
+async def join(layer: Any, group: str, channel: str) -> None:
+    """Add a channel to a group, in turn with other changes of that group, and never cut off half way."""
+    await uninterrupted(_locks_for(layer).run(group, layer.group_add(group, channel)))
+
+
+async def leave_groups(layer: Any, groups: Iterable[str], channel: str) -> None:
+    """Take a channel out of groups (in turn, never cut off); a layer failure is logged, so every group is tried."""
+
+    async def leave(group: str) -> None:
+        try:
+            await _locks_for(layer).run(group, layer.group_discard(group, channel))
         except Exception:
             logger.warning("could not leave %s", group, exc_info=True)
+
+    for group in list(groups):
+        await uninterrupted(leave(group))
+
+
+async def end_stale_subscriptions(layer: Any) -> int:
+    """End the Redis subscriptions of this process that no channel or group of the pub/sub layer wants.
+
+    When Redis is down, channels_redis' UNSUBSCRIBE of a channel or group that was let go fails, and
+    redis-py subscribes it again on reconnecting: a subscription nobody ends. This compares what the
+    connection is subscribed to with what the layer still uses, and ends the rest. Other layers: 0.
+    """
+    inner = layer._get_layer() if hasattr(layer, "_get_layer") else layer
+    shards = getattr(inner, "_shards", None)
+    if not shards:
+        return 0
+    ended = 0
+    for shard in shards:
+        pubsub = shard._pubsub
+        if pubsub is None:
+            continue
+        async with shard._lock:
+            wanted = set(inner.channels) | set(inner.groups)
+            known = {name.decode() if isinstance(name, bytes) else name for name in pubsub.channels}
+            stale = (known | shard._subscribed_to) - wanted
+            if not stale:
+                continue
+            await pubsub.unsubscribe(*stale)
+            shard._subscribed_to.difference_update(stale)
+            ended += len(stale)
+    if ended:
+        logger.warning("ended %d Redis subscriptions nobody used (let go while Redis was away)", ended)
+    return ended
 
 
 class Subscription:
@@ -148,22 +228,34 @@ class Subscription:
         await self.close()
 
     async def open(self) -> Subscription:
-        """Join the groups and start reading; events published from now on will be received."""
+        """Join the groups and start reading; events published from now on will be received.
+
+        However the caller ends meanwhile (a client gone, a failure), the subscription is closed, and
+        no SUBSCRIBE is cut off half way.
+        """
         loop = asyncio.get_running_loop()
         self._last_read = loop.time()
         Subscription.live.add(self)
+        opening = keep(loop.create_task(self._open()))
         try:
-            self.channel = await self.layer.new_channel()
-            for group in self.groups:
-                await self.layer.group_add(group, self.channel)
-                self._joined.append(group)
-            self._reader = loop.create_task(self._read(), name=f"subscription-{self.channel[-12:]}")
-            self._watcher = loop.call_later(ABANDONED_SECONDS / 4, self._watch)
-            await asyncio.sleep(0)  # the reader starts waiting at once
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(lambda _: keep(loop.create_task(self.close())))
+            raise
         except BaseException:
             await self.close()
             raise
         return self
+
+    async def _open(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.channel = await self.layer.new_channel()
+        for group in self.groups:
+            self._joined.append(group)
+            await join(self.layer, group, self.channel)
+        self._reader = loop.create_task(self._read(), name=f"subscription-{self.channel[-12:]}")
+        self._watcher = loop.call_later(ABANDONED_SECONDS / 4, self._watch)
+        await asyncio.sleep(0)  # the reader starts waiting at once
 
     async def _read(self) -> None:
         """The one reader: move every event of the channel into the queue, for as long as it is open."""
@@ -222,11 +314,14 @@ class Subscription:
         return event
 
     async def close(self) -> None:
-        """Stop reading, release the channel itself and leave the groups; safe to call twice."""
+        """Stop reading, release the channel itself and leave the groups, never cut off half way; safe to call twice."""
         if self.closed:
             return
         self.closed = True
         Subscription.live.discard(self)
+        await uninterrupted(self._close())
+
+    async def _close(self) -> None:
         if self._watcher is not None:
             self._watcher.cancel()
         reader, self._reader = self._reader, None

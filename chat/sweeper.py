@@ -18,9 +18,10 @@ import time
 import uuid
 
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import generation, services
+from chat import generation, relay, services
 from chat.models import Message
 from chat.streamstate import Lease, StreamStore, ensure_heartbeat, get_store
 
@@ -132,6 +133,8 @@ async def _watch_redis() -> None:
                 closed = await close_all_for_resync()
                 logger.warning("Redis restarted; %d sockets asked to reconnect and resync", closed)
             known = epoch
+            # Channels and groups let go while Redis was away came back with the reconnect: end them.
+            await relay.end_stale_subscriptions(get_channel_layer())
         except Exception:
             logger.debug("Redis watch failed", exc_info=True)
         await asyncio.sleep(REDIS_WATCH_SECONDS)

@@ -120,8 +120,11 @@ def _branch_events(*conversations: Conversation) -> None:
 # End to end: a live site on a Redis of its own, so that PUBSUB CHANNELS counts only this site.
 
 
+METRICS_TOKEN = "relay-test-metrics-token"
+
+
 def _metric(base_url: str, name: str) -> float:
-    text = httpx.get(f"{base_url}/metrics", timeout=5).text
+    text = httpx.get(f"{base_url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=5).text
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
@@ -201,7 +204,12 @@ async def test_nothing_is_left_behind_after_many_replies_on_every_transport(tmp_
     site = LiveSite(
         tmp_path,
         redis_url=own.url,
-        env={"DEEPSEEK_API_KEY": "sk-e2e", "DEEPSEEK_BASE_URL": fake_upstream_server.base_url},
+        env={
+            "DEEPSEEK_API_KEY": "sk-e2e",
+            "DEEPSEEK_BASE_URL": fake_upstream_server.base_url,
+            "CHAT_METRICS_TOKEN": METRICS_TOKEN,
+            "CHAT_LIMIT_MESSAGES_PER_MINUTE": "0",  # forty replies in well under a minute
+        },
     )
     try:
         urls = [site.start(), site.start()]
@@ -217,8 +225,10 @@ async def test_nothing_is_left_behind_after_many_replies_on_every_transport(tmp_
             await tab.wait_for("message.completed")
             await tab.close()
 
-        # Warm up every path once, then take the baseline.
+        # Warm up every path once on each process (some work starts with a process's first socket), then
+        # take the baseline.
         await one_reply(urls[0])
+        await one_reply(urls[1])
         await _ndjson(urls[1], conversation_id, api, hang_up=False)
         await _v1(urls[0], token, stream=True, hang_up=False)
         await asyncio.sleep(1)
@@ -230,8 +240,10 @@ async def test_nothing_is_left_behind_after_many_replies_on_every_transport(tmp_
             await one_reply(urls[number % 2], stop=number % 5 == 4)
         for number in range(4):
             await _ndjson(urls[number % 2], conversation_id, api, hang_up=number % 2 == 1)
+            await _settle(lambda: _streaming(site), 0)  # a reply goes on when its client hangs up
         for number in range(4):
             await _v1(urls[number % 2], token, stream=True, hang_up=number % 2 == 1)
+            await _settle(lambda: _streaming(site), 0)
         for number in range(2):
             await _v1(urls[number % 2], token, stream=False, hang_up=False)
         for url in urls:

@@ -165,6 +165,30 @@ async def leave_groups(layer: Any, groups: Iterable[str], channel: str) -> None:
         await uninterrupted(leave(group))
 
 
+# Checks in a row (one a second, from the Redis watch) with nobody receiving before a channel is let go.
+UNREAD_CHECKS = 10
+_unread: dict[str, int] = {}
+
+
+def _forget_unread_channels(channels: dict[str, asyncio.Queue[Any]]) -> None:
+    """Let go of the pub/sub layer's channels that nobody has received on for UNREAD_CHECKS checks.
+
+    A consumer whose start failed after `new_channel()` (Redis away at that moment) leaves its channel
+    subscribed with nobody to ever receive on it. A live listener always waits on its queue but for the
+    moment it handles a message; should one come back later, `receive()` subscribes its channel again.
+    """
+    for name, queue in list(channels.items()):
+        if getattr(queue, "_getters", None):
+            _unread.pop(name, None)
+            continue
+        _unread[name] = _unread.get(name, 0) + 1
+        if _unread[name] >= UNREAD_CHECKS:
+            del channels[name]
+            logger.warning("let go of a channel nobody received on", extra={"channel": name})
+    for name in [name for name in _unread if name not in channels]:
+        del _unread[name]
+
+
 async def end_stale_subscriptions(layer: Any) -> int:
     """End the Redis subscriptions of this process that no channel or group of the pub/sub layer wants.
 
@@ -176,6 +200,7 @@ async def end_stale_subscriptions(layer: Any) -> int:
     shards = getattr(inner, "_shards", None)
     if not shards:
         return 0
+    _forget_unread_channels(inner.channels)
     ended = 0
     for shard in shards:
         pubsub = shard._pubsub

@@ -356,8 +356,7 @@ async def _wait_for_stop(run: ReplyRun) -> None:
         try:
             listener = await stop_listener()
             await relay.join(listener.subscription.layer, group, listener.subscription.channel)
-        except Exception:
-            listener = None
+        except Exception:  # a join that failed half way (Redis away) is still left below
             logger.warning("stop listener could not join the control group; polling the stop mark", exc_info=True)
         while True:
             try:

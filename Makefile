@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint bench bench-frames soak
+.PHONY: run test lint bench bench-frames soak messages
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ test: $(VENV)/.test-deps
 	.ci/validate-deploy
 	$(BIN)/pytest
 	.ci/postgres-suite $(BIN)/python
+
+# After changing a user-facing string: extract every string (templates, Python, the page's scripts)
+# into locale/zh_Hans/*.po, translate the new entries there, then compile the .mo files (committed).
+MESSAGES_IGNORE := --ignore=.venv --ignore=tests --ignore=bench --ignore=staticfiles --ignore="chat/static/chat/vendor/*"
+messages: $(VENV)/.test-deps
+	$(BIN)/python manage.py makemessages -l zh_Hans --no-obsolete --no-location $(MESSAGES_IGNORE)
+	$(BIN)/python manage.py makemessages -l zh_Hans -d djangojs --no-obsolete --no-location $(MESSAGES_IGNORE)
+	$(BIN)/python manage.py compilemessages -l zh_Hans --ignore=.venv
 
 lint: $(VENV)/.test-deps
 	$(BIN)/ruff check chatsite chat tests bench

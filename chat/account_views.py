@@ -10,6 +10,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import PasswordChangeForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from chat import tokens
@@ -21,8 +22,10 @@ class PasswordChangeWithTokensForm(PasswordChangeForm):
     revoke_tokens = forms.BooleanField(
         required=False,
         initial=True,
-        label="Also revoke all my API tokens",
-        help_text="A leaked token survives a new password unless it is revoked; programs then need new tokens.",
+        label=gettext_lazy("Also revoke all my API tokens"),
+        help_text=gettext_lazy(
+            "A leaked token survives a new password unless it is revoked; programs then need new tokens."
+        ),
     )
 
 

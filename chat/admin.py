@@ -7,19 +7,23 @@ every action is written to the admin log with the reviewer's name.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
+from django.forms import Script
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy
 
-from chat import review, signin
-from chat.models import Conversation, Message, UsageRecord
+from chat import contentrules, review, signin
+from chat.models import Conversation, Message, UsageRecord, WordList
 
 MESSAGE_FIELDS = (
     "created_at",
@@ -52,15 +56,42 @@ class ReadOnlyMixin:
 
 
 class MessageInline(ReadOnlyMixin, admin.StackedInline):
-    """The transcript, oldest first, inside its conversation."""
+    """The transcript, oldest first, inside its conversation: each message's version, and its text as Markdown."""
 
     model = Message
-    fields = MESSAGE_FIELDS
-    readonly_fields = MESSAGE_FIELDS
+    fields = ("version", "rendered", *MESSAGE_FIELDS)
+    readonly_fields = ("version", "rendered", *MESSAGE_FIELDS)
     ordering = ("created_at",)
     extra = 0
     can_delete = False
     show_change_link = True
+
+    class Media:
+        # The page's own renderer: the same Markdown, sanitiser and maths as the chat (static/chat/admin.js).
+        js = [Script("chat/admin.js", type="module")]
+        css = {"all": ["chat/vendor/katex/katex.min.css"]}
+
+    @admin.display(description=gettext_lazy("version"))
+    def version(self, obj: Message) -> str:
+        """Which version of its turn a message is, and whether the conversation shows it (branches)."""
+        siblings = list(
+            Message.objects.filter(conversation_id=obj.conversation_id, parent_id=obj.parent_id, role=obj.role)
+            .order_by("created_at")
+            .values_list("id", flat=True)
+        )
+        shown = gettext("shown") if obj.active else gettext("not shown: another version is")
+        if len(siblings) < 2:
+            return shown
+        place = gettext("version %(index)s of %(count)s") % {
+            "index": siblings.index(obj.id) + 1,
+            "count": len(siblings),
+        }
+        return f"{place} · {shown}"
+
+    @admin.display(description=gettext_lazy("rendered"))
+    def rendered(self, obj: Message) -> str:
+        """The text as the chat shows it: the script renders it, sanitised; without it the text stays plain."""
+        return format_html('<div class="admin-markdown" data-markdown="">{}</div>', obj.content)
 
 
 class MessageStatusFilter(admin.SimpleListFilter):
@@ -273,3 +304,22 @@ class ChatUserAdmin(UserAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for user in queryset:
             review.user_delete(user=user)
+
+
+@admin.register(WordList)
+class WordListAdmin(admin.ModelAdmin):
+    """Staff keep word lists here; every process follows a change within contentrules.RELOAD_SECONDS."""
+
+    list_display = ("name", "action", "enabled", "word_count", "updated_at")
+    list_filter = ("action", "enabled")
+    search_fields = ("name", "words")
+
+    @admin.display(description="Words")
+    def word_count(self, obj: WordList) -> int:
+        """How many words the list holds."""
+        return len(obj.word_lines())
+
+    def save_model(self, request: HttpRequest, obj: WordList, form: Any, change: bool) -> None:
+        """Save, and make this process read the lists again at once."""
+        super().save_model(request, obj, form, change)
+        contentrules.forget()

@@ -8,6 +8,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_http_methods
 
 from chat import exports, inputs, selectors, services, streams, tokens
@@ -101,7 +102,7 @@ def conversation(request: HttpRequest, conversation_id: Any) -> HttpResponse:
         return HttpResponse(status=204)
     try:
         body = inputs.json_object(request)
-        allowed = {"title", "model", "thinking", "system_prompt"}
+        allowed = {"title", "model", "thinking", "reasoning_effort", "system_prompt", "pinned", "archived"}
         updated = services.conversation_update(
             conversation=found, changes={k: v for k, v in body.items() if k in allowed}
         )
@@ -190,7 +191,7 @@ def export(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     else:
         body, content_type = exports.conversation_markdown(conversation=found), "text/markdown; charset=utf-8"
     response = HttpResponse(body, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="conversation-{found.id}.{kind}"'
+    response["Content-Disposition"] = content_disposition_header(True, exports.filename(found, kind))
     return response
 
 

@@ -10,8 +10,11 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
-from chat import accounts, events, inputs, metrics, relay, selectors, services, socketcap
+from chat import accounts, events, inputs, language, metrics, relay, selectors, services, socketcap
 from chat.models import Conversation
 from chatsite import logs
 
@@ -19,10 +22,10 @@ logger = logging.getLogger(__name__)
 
 # Close codes the page acts on (daphne only sends 1000 or 3000-4999): signed out goes to the login page.
 CLOSE_SIGNED_OUT = 4401
-SIGNED_OUT_REASON = "Your session has ended; log in again."
+SIGNED_OUT_REASON = gettext_lazy("Your session has ended; log in again.")
 CLOSE_RESYNC = 4012  # reconnect and resync (see close_all_for_resync)
 CLOSE_TOO_MANY = 4429
-TOO_MANY_REASON = "Too many open tabs or devices; close some and reload."
+TOO_MANY_REASON = gettext_lazy("Too many open tabs or devices; close some and reload.")
 
 # This process's open sockets, so they can all be told to reconnect when Redis has restarted.
 LIVE: weakref.WeakSet[AsyncWebsocketConsumer] = weakref.WeakSet()
@@ -50,7 +53,9 @@ class RelayConsumer(AsyncWebsocketConsumer):
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+        # Every `detail` this socket sends is in its user's language (chosen once, when it connected).
+        with translation.override(getattr(self, "language", None) or settings.LANGUAGE_CODE):
+            await handler(message)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """Serve one socket; however it ends (a close, or a handler that failed), its seat goes back."""
@@ -91,23 +96,25 @@ class RelayConsumer(AsyncWebsocketConsumer):
         if user is not None and user.is_authenticated:
             session = self.scope.get("session")
             self.session_key = session.session_key if session is not None else None
+            self.language = await database_sync_to_async(language.from_scope)(self.scope, user)
+            translation.activate(self.language)  # for the rest of the connect handler
             return True
         if settings.SESSION_COOKIE_NAME in self.scope.get("cookies", {}):
             # Accepted only to say why, before any event: the page then goes to the login page.
             await self.accept()
-            await self.close(code=CLOSE_SIGNED_OUT, reason=SIGNED_OUT_REASON)
+            await self.close(code=CLOSE_SIGNED_OUT, reason=str(SIGNED_OUT_REASON))
         else:
             await self.close()
         return False
 
     async def send_error(self, code: str, detail: str) -> None:
         """Refuse a request of this socket only; the socket stays open."""
-        await self.send(text_data=events.frame_text(events.error_event(code=code, detail=detail)))
+        await self.send(text_data=events.frame_text(events.error_event(code=code, detail=str(detail))))
 
     async def end(self, *, close_code: int, code: str, detail: str) -> None:
         """Say why in an `error` event, then close (daphne drops a close frame's reason, so the event says it)."""
         await self.send_error(code, detail)
-        await self.close(code=close_code, reason=detail)
+        await self.close(code=close_code, reason=str(detail))
 
     async def take_seat(self) -> bool:
         """Accept the socket if its user has a seat left; otherwise close it saying why."""
@@ -203,7 +210,7 @@ class ConversationConsumer(RelayConsumer):
         find = database_sync_to_async(selectors.messages_before)
         older = await find(conversation=self.conversation, message_id=before)
         if older is None:
-            await self.send_error("not_found", "There is no such message in this conversation.")
+            await self.send_error("not_found", _("There is no such message in this conversation."))
             return
         await self.send_json(events.messages_older_event(before=before, messages=older))
 
@@ -212,7 +219,7 @@ class ConversationConsumer(RelayConsumer):
         if not await self.signed_in():
             return  # logged out, a new password, or the account is gone: nothing more is done for it
         if text_data is None:
-            await self.send_error("bad_frame", "Send JSON text frames, not binary ones.")
+            await self.send_error("bad_frame", _("Send JSON text frames, not binary ones."))
             return
         try:
             frame = inputs.loads(text_data)  # bounded, NUL- and surrogate-free, or refused with a code
@@ -220,7 +227,7 @@ class ConversationConsumer(RelayConsumer):
             await self.send_error(exc.code, exc.detail)
             return
         if not isinstance(frame, dict):
-            await self.send_error("bad_frame", "A frame must be a JSON object with a type.")
+            await self.send_error("bad_frame", _("A frame must be a JSON object with a type."))
             return
         kind = frame.get("type")
         if kind == "message.send":
@@ -241,7 +248,7 @@ class ConversationConsumer(RelayConsumer):
         elif kind == "messages.older":
             await self.messages_older(frame)
         else:
-            await self.send_error("unknown_type", f"Unknown frame type: {str(kind)[:50]!r}.")
+            await self.send_error("unknown_type", _("Unknown frame type: %(type)s.") % {"type": repr(str(kind)[:50])})
 
     async def message_send(self, frame: dict[str, Any]) -> None:
         """Store the user's message and start the reply, or say why not."""
@@ -316,7 +323,7 @@ class SidebarConsumer(RelayConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Refuse frames: the sidebar socket only listens."""
-        await self.send_error("unknown_type", "This socket only listens.")
+        await self.send_error("unknown_type", _("This socket only listens."))
 
     async def conversation_updated(self, event: dict[str, Any]) -> None:
         """A conversation was created, renamed or changed."""

@@ -67,7 +67,10 @@ class ConversationDict(TypedDict):
     title: str
     model: str
     thinking: bool
+    reasoning_effort: Literal["", "high", "max"]
     system_prompt: str
+    pinned: bool
+    archived: bool
     created_at: str
     updated_at: str
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from chat.models import Conversation
@@ -38,3 +39,12 @@ def conversation_markdown(*, conversation: Conversation) -> str:
         if usage:
             lines += [f"*{usage['prompt_tokens']} tokens in, {usage['completion_tokens']} out*", ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+_UNSAFE_IN_NAME = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')
+
+
+def filename(conversation: Conversation, kind: str) -> str:
+    """The export's file name: the title (any language, RFC 5987 in the header), else the conversation's id."""
+    title = _UNSAFE_IN_NAME.sub(" ", conversation.title).strip(" .")[:80].strip()
+    return f"{title or f'conversation-{conversation.id}'}.{kind}"

@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import events, metrics, relay, selectors, services, simulator, upstream
+from chat import contentrules, events, metrics, relay, selectors, services, simulator, titles, upstream
 from chat.models import Message
 from chat.streamstate import StreamStore, get_store
 from chatsite import logs
@@ -143,8 +143,18 @@ def running_replies() -> list[uuid.UUID]:
 class DeltaWriter:
     """Numbers, coalesces and publishes a reply's text; the only source of its `message.delta`s."""
 
-    def __init__(self, *, conversation_id: uuid.UUID, message_id: uuid.UUID, store: StreamStore) -> None:
+    def __init__(
+        self,
+        *,
+        conversation_id: uuid.UUID,
+        message_id: uuid.UUID,
+        store: StreamStore,
+        mask: contentrules.WordSet | None = None,
+    ) -> None:
         self.conversation_id = conversation_id
+        # Staff's mask list: a word split over upstream chunks is still caught (a short hold-back).
+        self._content_mask = contentrules.StreamMasker(mask or contentrules.WordSet.of([]))
+        self._reasoning_mask = contentrules.StreamMasker(mask or contentrules.WordSet.of([]))
         self.message_id = message_id
         self.store = store
         self.seq = 0
@@ -171,6 +181,10 @@ class DeltaWriter:
 
     async def add(self, content: str, reasoning: str) -> None:
         """Take text from upstream; the first piece goes out at once, the rest every few tens of ms."""
+        content = self._content_mask.feed(content) if content else ""
+        reasoning = self._reasoning_mask.feed(reasoning) if reasoning else ""
+        if not content and not reasoning:
+            return  # all of it held back until it is known not to be a masked word
         if content:
             self.content_parts.append(content)
             self._pending_content.append(content)
@@ -236,7 +250,14 @@ class DeltaWriter:
             logger.exception("checkpoint failed", extra={"message_id": str(self.message_id)})
 
     async def close(self) -> None:
-        """Publish what is left and wait for a checkpoint in flight, before the final write."""
+        """Publish what is left (the masks' hold-back too) and wait for a checkpoint in flight, then end."""
+        for held, parts, pending in (
+            (self._content_mask.finish(), self.content_parts, self._pending_content),
+            (self._reasoning_mask.finish(), self.reasoning_parts, self._pending_reasoning),
+        ):
+            if held:
+                parts.append(held)
+                pending.append(held)
         await self.flush()
         if self._checkpoint is not None:
             await self._checkpoint
@@ -395,7 +416,10 @@ async def _run_reply(run: ReplyRun) -> None:
     logs.bind(conversation_id=context.conversation_id)
     store = get_store()
     started_at = time.monotonic()
-    writer = DeltaWriter(conversation_id=context.conversation_id, message_id=run.message_id, store=store)
+    rules = await database_sync_to_async(contentrules.current)()
+    writer = DeltaWriter(
+        conversation_id=context.conversation_id, message_id=run.message_id, store=store, mask=rules.mask
+    )
     outcome = Outcome(model=context.request.model)
     try:
         await store.start(run.message_id)
@@ -453,3 +477,21 @@ async def _run_reply(run: ReplyRun) -> None:
         await store.clear(run.message_id)
     except Exception:
         logger.warning("could not clear the reply snapshot", exc_info=True)
+    if outcome.status == Message.Status.COMPLETE and settings.CHAT_TITLE_MODEL and settings.DEEPSEEK_API_KEY:
+        _keep(asyncio.get_running_loop().create_task(_retitle(run.message_id)))
+
+
+async def _retitle(message_id: uuid.UUID) -> None:
+    """After a conversation's first reply: a short title from the cheap model, in the conversation's language."""
+    try:
+        wanted = await database_sync_to_async(selectors.title_request)(message_id=message_id)
+        if wanted is None:
+            return
+        conversation_id, question, answer, current = wanted
+        title = await titles.suggest(question=question, answer=answer)
+        if title:
+            await database_sync_to_async(services.conversation_retitle)(
+                conversation_id=conversation_id, title=title, replacing=current
+            )
+    except Exception:  # a title is a nicety; the reply is already stored
+        logger.warning("could not retitle the conversation", exc_info=True)

@@ -27,7 +27,12 @@ class Conversation(models.Model):
     title = models.CharField(max_length=200, blank=True)
     model = models.CharField(max_length=100)
     thinking = models.BooleanField(default=True)
+    # How hard a thinking reply thinks (DeepSeek V4's `reasoning_effort`): blank leaves DeepSeek's default.
+    reasoning_effort = models.CharField(max_length=8, blank=True, choices=[("high", "high"), ("max", "max")])
     system_prompt = models.TextField(blank=True)
+    # The owner's sidebar: pinned ones on top, archived ones out of the way (both follow every device).
+    pinned = models.BooleanField(default=False)
+    archived = models.BooleanField(default=False)
     # Set when the conversation is a call to /v1/chat/completions: which token made it.
     api_token = models.ForeignKey(
         "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
@@ -200,3 +205,44 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prompt_tokens + self.completion_tokens} tokens ({self.model or 'unknown model'})"
+
+
+class Preferences(models.Model):
+    """What a user chose for the page, kept on the account so every device follows it."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    # One of settings.LANGUAGES, or blank: the browser's Accept-Language decides.
+    language = models.CharField(max_length=16, blank=True)
+    # Sent before every conversation's own system prompt in the page and /api/ (not in /v1 calls).
+    custom_instructions = models.TextField(blank=True)
+
+    class Meta:
+        verbose_name_plural = "preferences"
+
+    def __str__(self) -> str:
+        return f"preferences of {self.user}"
+
+
+class WordList(models.Model):
+    """A list of words staff keep, and what the site does when a message or a reply holds one."""
+
+    class Action(models.TextChoices):
+        MASK = "mask", "Mask the word in replies"
+        REFUSE = "refuse", "Refuse a user message that contains it"
+        FLAG = "flag", "Only flag the conversation for review"
+
+    name = models.CharField(max_length=100)
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.MASK)
+    words = models.TextField(blank=True, help_text="One word or phrase a line; matched case-insensitively.")
+    enabled = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def word_lines(self) -> list[str]:
+        """The list's words, one a line, blank lines dropped."""
+        return [line.strip() for line in self.words.splitlines() if line.strip()]

@@ -15,7 +15,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from chat import events
-from chat.models import Conversation, Message, UsageRecord
+from chat.models import Conversation, Message, Preferences, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 from chat.streamstate import get_store
 from chat.upstream import ReplyRequest
@@ -208,6 +208,14 @@ def _alternating_history(messages: list[Message]) -> list[dict[str, str]]:
     return history
 
 
+def _options(conversation: Conversation, reply: Message) -> dict[str, object]:
+    """The reply's sampling options, with the conversation's reasoning effort when it thinks."""
+    options: dict[str, object] = dict(reply.request_options or {})
+    if conversation.thinking and conversation.reasoning_effort:
+        options.setdefault("reasoning_effort", conversation.reasoning_effort)
+    return options
+
+
 def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     """The request for a reply that is still streaming, or None if it is gone or already ended."""
     try:
@@ -217,6 +225,11 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     conversation = reply.conversation
     earlier = list(conversation.messages.shown().filter(created_at__lt=reply.created_at))
     system: list[dict[str, str]] = []
+    if conversation.api_token_id is None:  # a /v1 call brings its own system messages
+        preferences = Preferences.objects.filter(user_id=conversation.owner_id)
+        instructions = preferences.values_list("custom_instructions", flat=True).first()
+        if instructions and instructions.strip():
+            system.append({"role": "system", "content": instructions})
     if conversation.system_prompt.strip():
         system.append({"role": "system", "content": conversation.system_prompt})
     history = _alternating_history(earlier)
@@ -228,7 +241,7 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
             model=conversation.model,
             thinking=conversation.thinking,
             messages=system + history,
-            options=dict(reply.request_options or {}),
+            options=_options(conversation, reply),
         ),
         context_dropped=dropped,
     )
@@ -237,3 +250,23 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
 def streaming_reply(*, conversation: Conversation) -> Message | None:
     """The reply being written in this conversation, if any."""
     return conversation.messages.streaming().first()
+
+
+def title_request(*, message_id: uuid.UUID) -> tuple[uuid.UUID, str, str, str] | None:
+    """For the first complete reply of a conversation still titled by its first line: what the title model needs."""
+    reply = (
+        Message.objects.select_related("conversation", "parent")
+        .filter(id=message_id, status=Message.Status.COMPLETE, role=Message.Role.ASSISTANT)
+        .first()
+    )
+    if reply is None or reply.parent is None or reply.conversation.api_token_id is not None:
+        return None
+    conversation = reply.conversation
+    if conversation.messages.filter(role=Message.Role.ASSISTANT).count() != 1:
+        return None
+    from chat.titles import first_line, shorten
+
+    question = reply.parent.content
+    if conversation.title not in {first_line(question), shorten(" ".join(question.split()))}:
+        return None  # named by the user (or already by the model)
+    return conversation.id, question, reply.content, conversation.title

@@ -33,7 +33,10 @@ def conversation_to_dict(conversation: Conversation) -> dict[str, Any]:
         "title": conversation.title,
         "model": conversation.model,
         "thinking": conversation.thinking,
+        "reasoning_effort": conversation.reasoning_effort,
         "system_prompt": conversation.system_prompt,
+        "pinned": conversation.pinned,
+        "archived": conversation.archived,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }

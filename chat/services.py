@@ -16,23 +16,22 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy, gettext_noop
 
-from chat import events, generation, limits
-from chat.models import ApiToken, Conversation, Message, UsageRecord
+from chat import contentrules, events, generation, limits, titles
+from chat.models import ApiToken, Conversation, Message, Preferences, UsageRecord
 from chat.streamstate import get_store
 
 logger = logging.getLogger(__name__)
-
-TITLE_MAX_CHARS = 60
 
 
 class ServiceError(Exception):
     """A refused request, with a code for programs, a sentence for people, and maybe when to retry."""
 
     def __init__(self, code: str, detail: str, retry_after: int | None = None) -> None:
-        super().__init__(detail)
+        super().__init__(str(detail))
         self.code = code
-        self.detail = detail
+        self.detail = str(detail)  # a lazy translation becomes text in the language of the request
         self.retry_after = retry_after
 
 
@@ -41,8 +40,22 @@ def _validate_model(model: str | None) -> str:
     if model is None or model == "":
         return settings.DEEPSEEK_MODELS[0]
     if not isinstance(model, str) or model not in settings.DEEPSEEK_MODELS:
-        raise ServiceError("invalid_model", f"Unknown model; choose one of: {', '.join(settings.DEEPSEEK_MODELS)}.")
+        raise ServiceError(
+            "invalid_model",
+            gettext("Unknown model; choose one of: %(models)s.") % {"models": ", ".join(settings.DEEPSEEK_MODELS)},
+        )
     return model
+
+
+# The fields a refusal may name, in the user's language.
+FIELD_NAMES = (
+    gettext_noop("title"),
+    gettext_noop("system prompt"),
+    gettext_noop("message"),
+    gettext_noop("thinking"),
+    gettext_noop("pinned"),
+    gettext_noop("archived"),
+)
 
 
 def _validate_text(value: Any, *, field: str, max_chars: int) -> str:
@@ -50,16 +63,36 @@ def _validate_text(value: Any, *, field: str, max_chars: int) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ServiceError("invalid_field", f"The {field} must be text.")
+        raise ServiceError("invalid_field", gettext("The %(field)s must be text.") % {"field": gettext(field)})
     if len(value) > max_chars:
-        raise ServiceError("invalid_field", f"The {field} is too long (at most {max_chars:,} characters).")
+        raise ServiceError(
+            "invalid_field",
+            gettext("The %(field)s is too long (at most %(limit)s characters).")
+            % {"field": gettext(field), "limit": f"{max_chars:,}"},
+        )
     return value
+
+
+REASONING_EFFORTS = ("", "high", "max")
+
+
+def _validate_effort(value: Any) -> str:
+    """DeepSeek V4's reasoning effort: "high", "max", or "" for DeepSeek's default."""
+    if value is None:
+        return ""
+    if value not in REASONING_EFFORTS:
+        raise ServiceError(
+            "invalid_field", gettext("The reasoning effort must be one of: %(choices)s.") % {"choices": '"", high, max'}
+        )
+    return str(value)
 
 
 def _validate_bool(value: Any, *, field: str) -> bool:
     """A true/false field, or a clear refusal."""
     if not isinstance(value, bool):
-        raise ServiceError("invalid_field", f"The {field} setting must be true or false.")
+        raise ServiceError(
+            "invalid_field", gettext("The %(field)s setting must be true or false.") % {"field": gettext(field)}
+        )
     return value
 
 
@@ -97,6 +130,11 @@ def conversation_update(*, conversation: Conversation, changes: dict[str, Any]) 
         conversation.system_prompt = _validate_text(
             changes["system_prompt"], field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS
         )
+    if "reasoning_effort" in changes:
+        conversation.reasoning_effort = _validate_effort(changes["reasoning_effort"])
+    for flag in ("pinned", "archived"):
+        if flag in changes:
+            setattr(conversation, flag, _validate_bool(changes[flag], field=flag))
     with transaction.atomic():
         conversation.save()
         events.conversation_updated_on_commit(conversation)
@@ -116,22 +154,53 @@ def conversation_delete(*, conversation: Conversation) -> None:
 def message_validate_content(content: Any) -> str:
     """The text of a message to send, or a refusal saying what is wrong with it."""
     if not isinstance(content, str):
-        raise ServiceError("invalid_content", "The message must be text.")
+        raise ServiceError("invalid_content", gettext("The message must be text."))
     if not content.strip():
-        raise ServiceError("empty_content", "The message is empty.")
+        raise ServiceError("empty_content", gettext("The message is empty."))
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ServiceError(
             "content_too_long",
-            f"The message is {len(content):,} characters long; the limit is {limit:,}. Shorten it and send again.",
+            gettext("The message is %(length)s characters long; the limit is %(limit)s. Shorten it and send again.")
+            % {"length": f"{len(content):,}", "limit": f"{limit:,}"},
+        )
+    refused = contentrules.current().refuse.found(content)
+    if refused:
+        raise ServiceError(
+            "content_refused",
+            gettext("The message contains words this site does not accept (%(words)s). Rephrase it and send again.")
+            % {"words": ", ".join(refused)},
         )
     return content
 
 
+def _flag_for_words(*, conversation_id: uuid.UUID, text: str, whose: str) -> None:
+    """Flag a conversation for review when a message or a reply holds a word of a flag-only list."""
+    found = contentrules.current().flag.found(text)
+    if not found:
+        return
+    note = f"[{timezone.now():%Y-%m-%d %H:%M} UTC] Flagged automatically: {whose} contains {', '.join(found)}."
+    conversation = Conversation.objects.select_for_update().get(id=conversation_id)
+    conversation.flagged = True
+    conversation.review_notes = f"{conversation.review_notes}\n{note}".strip()
+    conversation.save(update_fields=["flagged", "review_notes"])
+
+
 def _automatic_title(content: str) -> str:
-    """A short title from the first message, on one line."""
-    line = " ".join(content.split())
-    return line if len(line) <= TITLE_MAX_CHARS else line[: TITLE_MAX_CHARS - 1].rstrip() + "…"
+    """A title at once: the first line of the first message, without Markdown (the model may write a better one)."""
+    return titles.first_line(content) or titles.shorten(" ".join(content.split()))
+
+
+def conversation_retitle(*, conversation_id: uuid.UUID, title: str, replacing: str) -> Conversation | None:
+    """Put the model's title in place of the first-line one, unless the user renamed the conversation meanwhile."""
+    with transaction.atomic():
+        conversation = Conversation.objects.select_for_update().filter(id=conversation_id, title=replacing).first()
+        if conversation is None or not title or title == replacing:
+            return None
+        conversation.title = title[:200]
+        conversation.save(update_fields=["title", "updated_at"])
+        events.conversation_updated_on_commit(conversation)
+    return conversation
 
 
 def _reply_start(*, conversation: Conversation, parent: Message, options: dict[str, Any] | None = None) -> Message:
@@ -153,7 +222,7 @@ def _reply_announce(reply: Message) -> None:
     transaction.on_commit(lambda: generation.launch(reply.id))
 
 
-BUSY_DETAIL = "A reply is still being written in this conversation; wait for it or stop it."
+BUSY_DETAIL = gettext_lazy("A reply is still being written in this conversation; wait for it or stop it.")
 
 
 def _lock_owner(user_id: int) -> None:
@@ -200,7 +269,9 @@ def message_edit(*, conversation: Conversation, message_id: Any, content: Any, c
             _lock_for_reply(conversation)
             original = conversation.messages.filter(id=wanted, role=Message.Role.USER, active=True).first()
             if original is None:
-                raise ServiceError("not_found", "There is no such message of yours to edit in this conversation.")
+                raise ServiceError(
+                    "not_found", gettext("There is no such message of yours to edit in this conversation.")
+                )
             _check_limits(user_id=conversation.owner_id)
             _hide_from(conversation, original)
             edited = Message.objects.create(
@@ -213,6 +284,7 @@ def message_edit(*, conversation: Conversation, message_id: Any, content: Any, c
             )
             reply = _reply_start(conversation=conversation, parent=edited)
             conversation.save(update_fields=["updated_at"])
+            _flag_for_words(conversation_id=conversation.id, text=text, whose="the user's edited message")
             events.conversation_branched_on_commit(conversation)
             events.message_created_on_commit(edited)
             _reply_announce(reply)
@@ -228,7 +300,7 @@ def reply_regenerate(*, conversation: Conversation) -> Message:
             _lock_for_reply(conversation)
             last = conversation.messages.shown().last()
             if last is None or last.role != Message.Role.ASSISTANT:
-                raise ServiceError("nothing_to_regenerate", "There is no reply to write again.")
+                raise ServiceError("nothing_to_regenerate", gettext("There is no reply to write again."))
             _check_limits(user_id=conversation.owner_id)
             _hide_from(conversation, last)
             reply = _reply_start(conversation=conversation, parent=last.parent)
@@ -251,11 +323,11 @@ def branch_select(*, conversation: Conversation, message_id: Any) -> Message:
         _refuse_while_streaming(conversation)
         chosen = conversation.messages.select_related("parent").filter(id=wanted).first()
         if chosen is None:
-            raise ServiceError("not_found", "There is no such message in this conversation.")
+            raise ServiceError("not_found", gettext("There is no such message in this conversation."))
         if chosen.active:
             return chosen
         if chosen.parent is not None and not chosen.parent.active:
-            raise ServiceError("not_shown", "Choose among the versions of a turn that is shown.")
+            raise ServiceError("not_shown", gettext("Choose among the versions of a turn that is shown."))
         shown = conversation.messages.filter(parent_id=chosen.parent_id, active=True).first()
         if shown is not None:
             _hide_from(conversation, shown)
@@ -279,7 +351,7 @@ def _newest_line(conversation: Conversation, start: Message) -> list[uuid.UUID]:
 def _uuid(value: Any) -> uuid.UUID | None:
     """A message id as sent by a client: not a string is refused, an unknown string finds nothing."""
     if not isinstance(value, str):
-        raise ServiceError("invalid_field", "The message_id must be a message's id, as a string.")
+        raise ServiceError("invalid_field", gettext("The message_id must be a message's id, as a string."))
     try:
         return uuid.UUID(value)
     except ValueError:
@@ -291,7 +363,7 @@ def _client_id(value: Any) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ServiceError("invalid_field", "The client_id must be a string.")
+        raise ServiceError("invalid_field", gettext("The client_id must be a string."))
     return value[:100]
 
 
@@ -321,7 +393,7 @@ def completion_create(
     A caller may choose the conversation's id, to subscribe to its events before the reply starts.
     """
     if not turns or turns[-1][0] != Message.Role.USER:
-        raise ServiceError("invalid_messages", "The last message must be the user's.")
+        raise ServiceError("invalid_messages", gettext("The last message must be the user's."))
     for _, content in turns:
         _validate_text(content, field="message", max_chars=settings.CHAT_MAX_MESSAGE_CHARS)
     message_validate_content(turns[-1][1])
@@ -376,6 +448,7 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
             if not conversation.title:
                 conversation.title = _automatic_title(text)
             conversation.save(update_fields=["title", "updated_at"])
+            _flag_for_words(conversation_id=conversation.id, text=text, whose="the user's message")
             events.conversation_updated_on_commit(conversation)
             events.message_created_on_commit(user_message)
             _reply_announce(reply)
@@ -453,6 +526,7 @@ def reply_finish(
         reply.save()
         if usage:
             usage_record(reply=reply)  # in the same transaction: a reply is counted once, or not at all
+        _flag_for_words(conversation_id=reply.conversation_id, text=content, whose="a reply")
         Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
         events.message_completed_on_commit(reply)
     return reply
@@ -462,7 +536,7 @@ def reply_stop(*, conversation: Conversation) -> Message:
     """Stop the reply being written, from any tab or process; refused when there is none."""
     reply = conversation.messages.streaming().first()
     if reply is None:
-        raise ServiceError("not_streaming", "No reply is being written in this conversation.")
+        raise ServiceError("not_streaming", gettext("No reply is being written in this conversation."))
     if get_store().has_lease_sync(reply.id):
         generation.request_stop(reply.id)
     else:
@@ -507,3 +581,31 @@ def replies_close_orphaned(*, texts: dict[uuid.UUID, tuple[str, str] | None], de
             closed += 1
             logger.warning("closed a reply whose writer died", extra={"message_id": str(message_id)})
     return closed
+
+
+def user_language_set(*, user: AbstractBaseUser, language: str) -> None:
+    """Keep a signed-in user's language on the account, so every device and socket follows it."""
+    Preferences.objects.update_or_create(user=user, defaults={"language": language})
+
+
+def custom_instructions_set(*, user: AbstractBaseUser, text: str) -> None:
+    """Keep what the user wants every new reply to know (sent as a system message before the conversation's)."""
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(text) > limit:
+        raise ServiceError(
+            "content_too_long",
+            gettext("Custom instructions are limited to %(limit)s characters.") % {"limit": f"{limit:,}"},
+        )
+    Preferences.objects.update_or_create(user=user, defaults={"custom_instructions": text.strip()})
+
+
+def conversation_start(
+    *, owner: AbstractBaseUser, model: Any = None, thinking: Any = True, reasoning_effort: Any = "", content: Any
+) -> Conversation:
+    """A conversation made with its first message in one transaction: a refused message leaves nothing behind."""
+    with transaction.atomic():
+        conversation = conversation_create(owner=owner, model=model, thinking=thinking)
+        if reasoning_effort:
+            conversation_update(conversation=conversation, changes={"reasoning_effort": reasoning_effort})
+        message_send(conversation=conversation, content=content)
+    return conversation

@@ -6,52 +6,57 @@ It yields the same events as `chat.upstream.stream_reply`, so everything after i
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import re
 from collections.abc import AsyncIterator
 
 from django.conf import settings
 
+from chat import simulator_corpus as corpus
 from chat.upstream import Finished, ReplyRequest, TextDelta, UpstreamEvent
 
-_TOKEN = re.compile(r"\s*\S+|\s+")
+# Chinese streams a character or two at a time, as DeepSeek's tokens do; other text a word at a time.
+_CJK = "\u3000-\u303f\u3400-\u9fff\uff00-\uffef"
+_TOKEN = re.compile(rf"[{_CJK}]{{1,2}}|\s*[^\s{_CJK}]+|\s+")
+
+
+def language_of(text: str) -> str:
+    """Chinese ("zh") for a question with Chinese characters in it, else English ("en")."""
+    return "zh" if re.search(r"[\u3400-\u9fff]", text) else "en"
 
 
 def _topic(question: str) -> str:
-    """A short echo of the question, for a reply that reads as if it were about it."""
+    """A short echo of the question, for reasoning that reads as if it were about it."""
     words = question.split()
     topic = " ".join(words[:12])
-    return topic + ("…" if len(words) > 12 else "")
+    topic = topic if len(words) <= 12 else topic + "…"
+    return topic if len(topic) <= 60 else topic[:59] + "…"
 
 
 def _reasoning(question: str, turn: int) -> str:
-    """A plausible chain of thought for thinking mode."""
-    return (
-        f"The user is asking about \u201c{_topic(question)}\u201d. This is turn {turn} of the conversation, "
-        "so I should take the earlier messages into account. Let me break the question into parts, "
-        "check what is being asked, and give a clear answer with a short example."
-    )
+    """A plausible chain of thought for thinking mode, in the question's language."""
+    return corpus.REASONING[language_of(question)].format(topic=_topic(question), turn=turn)
 
 
 def _answer(question: str, model: str) -> str:
-    """A plausible Markdown answer that says plainly that it is simulated."""
-    return (
-        f"This is a **simulated reply** from the offline simulator (model `{model}`), because no "
-        "DeepSeek API key is configured.\n\n"
-        f"You asked: \u201c{_topic(question)}\u201d. A real answer would:\n\n"
-        "1. restate the question in its own words;\n"
-        "2. explain the main idea step by step;\n"
-        "3. end with a short example, such as:\n\n"
-        "```python\n"
-        "def answer(question: str) -> str:\n"
-        '    return f"Thinking about {question}..."\n'
-        "```\n\n"
-        "Set `DEEPSEEK_API_KEY` to talk to DeepSeek for real."
-    )
+    """A realistic Markdown reply from the corpus, in the question's language, saying plainly it is simulated.
+
+    The entry whose keywords the question holds, else one chosen by a stable hash of the question, so the
+    same question always gets the same reply and different ones show every kind of rendering.
+    """
+    language = language_of(question)
+    entries = corpus.ZH if language == "zh" else corpus.EN
+    lowered = question.lower()
+    chosen = next((text for keywords, text in entries if any(k in lowered for k in keywords)), None)
+    if chosen is None:
+        digest = hashlib.sha256(question.strip().encode()).digest()
+        chosen = entries[int.from_bytes(digest[:4], "big") % len(entries)][1]
+    return f"{chosen}\n\n{corpus.NOTICE[language]}"
 
 
 def _tokens(text: str) -> list[str]:
-    """Split text into word-sized tokens, keeping the spaces, as a model's tokens would."""
+    """Split text into model-sized tokens (spaces kept), so joining them gives the text back exactly."""
     return _TOKEN.findall(text)
 
 

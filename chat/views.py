@@ -9,13 +9,65 @@ from django.conf import settings
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import translation
+from django.utils.html import format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy
 from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
 
-from chat import api, compat, inputs, openapi, selectors, services, signin, tokens
-from chat.models import Conversation
+from chat import api, compat, inputs, language, openapi, selectors, services, signin, tokens
+from chat.models import Conversation, Preferences
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """The language chosen in the page: kept in the cookie, and on the account when signed in."""
+    chosen = language.supported(request.POST.get("language"))
+    target = request.POST.get("next") or "/"
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        target = "/"
+    response = redirect(target)
+    if chosen is None:
+        return response
+    if request.user.is_authenticated:
+        services.user_language_set(user=request.user, language=chosen)
+    translation.activate(chosen)
+    response.set_cookie(
+        settings.LANGUAGE_COOKIE_NAME,
+        chosen,
+        max_age=settings.LANGUAGE_COOKIE_AGE,
+        samesite=settings.LANGUAGE_COOKIE_SAMESITE,
+        secure=request.is_secure(),
+    )
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def settings_page(request: HttpRequest) -> HttpResponse:
+    """The user's settings: the page's language and the custom instructions every new reply gets."""
+    preferences = Preferences.objects.filter(user=request.user).first()
+    instructions = preferences.custom_instructions if preferences else ""
+    error, saved = "", False
+    if request.method == "POST":
+        instructions = request.POST.get("custom_instructions", "")
+        try:
+            services.custom_instructions_set(user=request.user, text=instructions)
+            saved = True
+        except services.ServiceError as exc:
+            error = exc.detail
+    context = {
+        "custom_instructions": instructions,
+        "error": error,
+        "saved": saved,
+        "max_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+    return render(request, "registration/settings.html", context, status=400 if error else 200)
 
 
 @login_required
@@ -33,13 +85,23 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
     return _chat_page(request, conversation=conversation)
 
 
-def _chat_page(request: HttpRequest, *, conversation: Conversation | None) -> HttpResponse:
+def _chat_page(
+    request: HttpRequest,
+    *,
+    conversation: Conversation | None,
+    refusal: str = "",
+    draft: dict[str, object] | None = None,
+    status: int = 200,
+) -> HttpResponse:
     """Render the chat page; the script takes the conversation's id and paths from the page."""
     return render(
         request,
         "chat/chat.html",
         {
             "conversation": conversation,
+            "refusal": refusal,
+            "draft": draft
+            or {"model": settings.DEEPSEEK_MODELS[0], "thinking": True, "reasoning_effort": "", "content": ""},
             "conversations": selectors.conversation_list(user=request.user),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
             "conversation_config": {
@@ -50,22 +112,27 @@ def _chat_page(request: HttpRequest, *, conversation: Conversation | None) -> Ht
             }
             if conversation is not None
             else None,
+            "home_config": {"maxChars": settings.CHAT_MAX_MESSAGE_CHARS},
         },
+        status=status,
     )
 
 
 @login_required
 @require_POST
 def conversation_new(request: HttpRequest) -> HttpResponse:
-    """Start a conversation: the sidebar button takes the defaults, the start form its choices."""
-    if "model" in request.POST:  # The start form: an unticked checkbox sends nothing.
-        choices = {"model": request.POST["model"], "thinking": request.POST.get("thinking") == "on"}
-    else:
-        choices = {}
+    """The home composer: the conversation is made with its first message, so no empty one is left."""
+    choices = {
+        "model": request.POST.get("model") or None,
+        "thinking": request.POST.get("thinking") == "on",
+        "reasoning_effort": request.POST.get("reasoning_effort", ""),
+        "content": request.POST.get("content", ""),
+    }
     try:
-        conversation = services.conversation_create(owner=request.user, **choices)
+        conversation = services.conversation_start(owner=request.user, **choices)
     except services.ServiceError as exc:
-        return HttpResponseBadRequest(exc.detail)
+        status = 429 if exc.retry_after else 400
+        return _chat_page(request, conversation=None, refusal=exc.detail, draft=choices, status=status)
     return redirect("chat:conversation", conversation_id=conversation.id)
 
 
@@ -108,11 +175,11 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 # The examples shown on the docs page: the same files the tests run against a live site.
 EXAMPLES = [
-    ("curl: a reply as NDJSON", "curl_ndjson.sh"),
-    ("curl: the OpenAI-compatible endpoint", "curl_openai.sh"),
-    ("Python (httpx): a reply as NDJSON", "httpx_ndjson.py"),
-    ("Python (httpx): a conversation's events over SSE, with resume", "httpx_sse_resume.py"),
-    ("Python (openai): any OpenAI client", "openai_sdk.py"),
+    (gettext_lazy("curl: a reply as NDJSON"), "curl_ndjson.sh"),
+    (gettext_lazy("curl: the OpenAI-compatible endpoint"), "curl_openai.sh"),
+    (gettext_lazy("Python (httpx): a reply as NDJSON"), "httpx_ndjson.py"),
+    (gettext_lazy("Python (httpx): a conversation's events over SSE, with resume"), "httpx_sse_resume.py"),
+    (gettext_lazy("Python (openai): any OpenAI client"), "openai_sdk.py"),
 ]
 
 
@@ -126,7 +193,11 @@ def api_docs(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "chat/api_docs.html",
-        {"examples": examples, "site_url": _site_url(request), "models": settings.DEEPSEEK_MODELS},
+        {
+            "examples": examples,
+            "site_url": _site_url(request),
+            "model_list": format_html_join(", ", "<code>{}</code>", ((model,) for model in settings.DEEPSEEK_MODELS)),
+        },
     )
 
 

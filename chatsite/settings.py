@@ -76,10 +76,12 @@ MIDDLEWARE = [
     "chatsite.csp.content_security_policy_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "chat.tokens.bearer_token_middleware",
+    "chat.language.user_language_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -142,7 +144,13 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat:home"
 LOGOUT_REDIRECT_URL = "login"
 
-LANGUAGE_CODE = "en-us"
+# English and Simplified Chinese: the browser's Accept-Language picks one until the user chooses in
+# the page; the choice is kept on the account (chat.language) and in the language cookie.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -205,6 +213,11 @@ SECURE_REFERRER_POLICY = "same-origin"
 DEEPSEEK_API_KEY = env_str("DEEPSEEK_API_KEY")
 DEEPSEEK_BASE_URL = env_str("DEEPSEEK_BASE_URL", "https://api.deepseek.com")
 DEEPSEEK_MODELS = env_list("DEEPSEEK_MODELS", "deepseek-v4-flash,deepseek-v4-pro")
+# After a conversation's first reply, one non-thinking call to this model (a few tokens) writes its title;
+# `off`: titles stay the first line of the first message.
+CHAT_TITLE_MODEL = env_str("CHAT_TITLE_MODEL", "deepseek-v4-flash")
+if CHAT_TITLE_MODEL.lower() == "off":
+    CHAT_TITLE_MODEL = ""
 DEEPSEEK_STREAM_IDLE_TIMEOUT = env_float("DEEPSEEK_STREAM_IDLE_TIMEOUT", 60)
 DEEPSEEK_REQUEST_TIMEOUT = env_float("DEEPSEEK_REQUEST_TIMEOUT", 600)  # the overall deadline of one reply
 # The most output tokens a call may ask for; /v1's max_tokens / max_completion_tokens are clamped to it.

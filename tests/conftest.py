@@ -33,6 +33,7 @@ def _fast_replies(settings: Any) -> Iterator[None]:
     """Fast simulator and coalescing, a fresh in-process store, and no key unless a test sets one."""
     settings.CHAT_SIMULATOR_TOKEN_SECONDS = 0.002
     settings.DEEPSEEK_API_KEY = ""
+    settings.CHAT_TITLE_MODEL = ""  # no title call after first replies, unless a test asks for one
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     settings.REDIS_URL = ""
     streamstate.reset_store()
@@ -105,9 +106,10 @@ async def open_socket(
     *,
     user: User | None,
     origin: str | None = ORIGIN,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> tuple[WebsocketCommunicator, bool]:
     """A socket through the whole ASGI stack (origin check, session auth, routing)."""
-    headers = [(b"host", b"localhost")]
+    headers = [(b"host", b"localhost"), *(extra_headers or [])]
     if origin is not None:
         headers.append((b"origin", origin.encode()))
     if user is not None:

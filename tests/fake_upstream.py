@@ -68,6 +68,12 @@ class Script:
         # The last directive counts: turns of one role in a row arrive joined into one message.
         found = DIRECTIVE.findall(str(users[-1].get("content", ""))) if users else []
         script = cls()
+        messages = body.get("messages") or [{}]
+        if messages[0].get("role") == "system" and str(messages[0].get("content", "")).startswith("Write a title"):
+            # The site's title call: a title as a model writes one (quoted, with a full stop to clean off).
+            chinese = re.search(r"[\u4e00-\u9fff]", str(messages[-1]))
+            script.echo = '"\u6807\u9898\uff1a潮汐的成因。"' if chinese else '"How tides work."'
+            return script
         if not found:
             return script
         for part in found[-1].split():

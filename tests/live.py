@@ -78,6 +78,8 @@ class LiveSite:
             "CHAT_COALESCE_SECONDS": "0.02",
             # Tests and benchmarks sign up dozens of users from 127.0.0.1; tests of the throttle set their own.
             "CHAT_SIGNUPS_PER_ADDRESS": "100000",
+            # No title call after first replies (tests count the fake's requests); tests of titles set it.
+            "CHAT_TITLE_MODEL": "off",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
@@ -220,4 +222,22 @@ def sign_up_in_browser(page: Any, base_url: str, username: str) -> None:
     page.fill("#id_password1", PASSWORD)
     page.fill("#id_password2", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_selector("text=Start a conversation")
+    page.wait_for_selector(".empty-state")  # the chat's home, in whichever language the page speaks
+    page.wait_for_load_state("load")  # its scripts run: Enter in the composer sends
+
+
+_CREATE_CONVERSATION = """async () => {
+  const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+  const response = await fetch("/api/conversations/", {method: "POST", body: "{}",
+    headers: {"Content-Type": "application/json", "X-CSRFToken": token}});
+  return (await response.json()).id;
+}"""
+
+
+def open_new_conversation(page: Any) -> str:
+    """Open an empty conversation to work in, made through the API (the page makes one only with its first message)."""
+    conversation_id = page.evaluate(_CREATE_CONVERSATION)
+    origin = "/".join(page.url.split("/", 3)[:3])
+    page.goto(f"{origin}/c/{conversation_id}/")
+    page.wait_for_selector("#connection[data-level=ok]")
+    return conversation_id

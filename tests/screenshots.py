@@ -29,10 +29,8 @@ def main() -> None:
                 context = browser.new_context(viewport=SIZES["desktop"])
                 page = context.new_page()
                 sign_up_in_browser(page, base_url, "ada")
-                page.click("#new-conversation")
-                page.wait_for_selector("#connection[data-level=ok]")
-                page.fill("#composer-input", "How do tides work, in two sentences?")
-                page.press("#composer-input", "Enter")
+                page.fill("#home-input", "How do tides work, in two sentences?")
+                page.press("#home-input", "Enter")
                 page.wait_for_selector(".msg.assistant[data-status=complete]")
                 url = page.url
                 state = context.storage_state()

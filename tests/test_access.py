@@ -105,9 +105,7 @@ async def test_sidebar_socket_needs_a_session_and_follows_only_the_owner(user, o
 
     async def sidebar(owner):
         cookie = await database_sync_to_async(session_cookie)(owner)
-        socket = WebsocketCommunicator(
-            application, "/ws/sidebar/", headers=[*site, (b"cookie", cookie.encode())]
-        )
+        socket = WebsocketCommunicator(application, "/ws/sidebar/", headers=[*site, (b"cookie", cookie.encode())])
         assert (await socket.connect())[0]
         return socket
 

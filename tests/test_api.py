@@ -136,3 +136,17 @@ def test_post_message_refuses_bad_content(api, user, settings):
         assert response.status_code == 400
         assert response.json()["error"]["code"] == code
     assert Message.objects.count() == 0
+
+
+@pytest.mark.parametrize("effort", ["low", 3, "MAX"])
+def test_a_reasoning_effort_deepseek_does_not_know_is_refused(api, effort):
+    client = api
+    conversation = post_json(client, "/api/conversations/", {}).json()
+    response = client.patch(
+        f"/api/conversations/{conversation['id']}/", {"reasoning_effort": effort}, content_type="application/json"
+    )
+    assert response.status_code == 400 and response.json()["error"]["code"] == "invalid_field"
+    ok = client.patch(
+        f"/api/conversations/{conversation['id']}/", {"reasoning_effort": "high"}, content_type="application/json"
+    )
+    assert ok.json()["reasoning_effort"] == "high"

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from tests.fake_upstream import answer_text
-from tests.live import sign_up_in_browser
+from tests.live import open_new_conversation, sign_up_in_browser
 
 pytestmark = pytest.mark.e2e
 
@@ -27,8 +27,7 @@ def test_a_new_user_chats_and_two_tabs_watch_the_reply_stream(browser, live_site
     dialogs: list[str] = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     sign_up_in_browser(page, base_url, "browser-user")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     conversation_url = page.url
 
     # A second tab of the same user, on the same conversation.
@@ -56,7 +55,7 @@ def test_a_new_user_chats_and_two_tabs_watch_the_reply_stream(browser, live_site
     assert page.input_value("#composer-input") == ""
     # The sidebar got the automatic title in both tabs.
     for tab in (page, other):
-        tab.wait_for_selector("#conversation-list li.active >> text=Hello there")
+        tab.wait_for_selector("#conversation-list li.active >> text=Hello")
     assert dialogs == []
 
 
@@ -65,8 +64,7 @@ def test_stop_in_one_tab_ends_the_reply_in_the_other(browser, live_site):
     context = browser.new_context()
     page = context.new_page()
     sign_up_in_browser(page, base_url, "stopper")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     other = browser.new_context(storage_state=context.storage_state()).new_page()
     other.goto(page.url)
     other.wait_for_selector("#connection[data-level=ok]")
@@ -116,8 +114,7 @@ def test_an_xss_corpus_in_model_output_renders_inert(browser, live_site):
     page = browser.new_context().new_page()
     dialogs, foreign = _watch(page)
     sign_up_in_browser(page, base_url, "xss-check")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     _ask(page, f"{XSS_CORPUS} [[fake echo]]")
     status_is(page, "complete")
     reply = page.locator(".msg.assistant .content")
@@ -142,8 +139,7 @@ def test_replies_render_markdown_progressively_with_highlighted_copyable_code(br
     context = browser.new_context(permissions=["clipboard-read", "clipboard-write"])
     page = context.new_page()
     sign_up_in_browser(page, base_url, "markdown")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     answer = (
         "**Bold** start.\n\n| lang | year |\n|---|---|\n| Python | 1991 |\n\n- one\n- two\n\n"
         "```python\ndef greet(name):\n    return f'hi {name}'\n```\n\n" + "more words " * 60
@@ -165,8 +161,7 @@ def test_the_page_reconnects_after_a_server_restart_and_resyncs_without_doubling
     base_url = live_site.start()  # the default lease: the restarted process sees its predecessor is dead
     page = browser.new_context().new_page()
     sign_up_in_browser(page, base_url, "restarter")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     page.fill("#composer-input", "first [[fake tokens=20]]")
     page.press("#composer-input", "Enter")
     status_is(page, "complete")
@@ -201,8 +196,7 @@ def test_the_sidebar_follows_the_users_other_devices(browser, live_site):
     laptop_context = browser.new_context()
     laptop = laptop_context.new_page()
     sign_up_in_browser(laptop, base_url, "many-devices")
-    laptop.click("#new-conversation")
-    laptop.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(laptop)
     phone = browser.new_context(storage_state=laptop_context.storage_state()).new_page()
     phone.goto(base_url)  # the home page: no conversation open
     phone.wait_for_selector("#conversation-list li")
@@ -224,8 +218,7 @@ def test_the_page_says_what_went_wrong_and_keeps_what_was_written(browser, live_
     base_url = live_site.start()
     page = browser.new_context().new_page()
     sign_up_in_browser(page, base_url, "unlucky")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
 
     def ask(text: str, index: int) -> None:
         page.fill("#composer-input", text)

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.fake_upstream import answer_text
-from tests.live import sign_up_in_browser
+from tests.live import open_new_conversation, sign_up_in_browser
 from tests.test_browser import status_is
 
 pytestmark = pytest.mark.e2e
@@ -24,8 +24,7 @@ def _start(browser, live_site, username: str, viewport: dict):
     page = context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())  # the delete confirmation
     sign_up_in_browser(page, base_url, username)
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     return page
 
 
@@ -35,6 +34,13 @@ def _sidebar(page) -> None:
         page.click("#sidebar-toggle")
         expect(page.locator("#sidebar-toggle")).to_have_attribute("aria-expanded", "true")
     expect(page.locator("#conversation-search")).to_be_visible()
+
+
+def _actions(page) -> None:
+    """On a phone the conversation's actions fold behind one button: unfold them."""
+    if page.locator("#actions-toggle").is_visible() and page.locator("#rename").is_hidden():
+        page.click("#actions-toggle")
+    expect(page.locator("#rename")).to_be_visible()
 
 
 def _ask(page, text: str, index: int) -> None:
@@ -80,6 +86,7 @@ def test_regenerate_edit_versions_and_copy(browser, live_site, viewport):
 def test_rename_search_export_and_delete(browser, live_site, viewport):
     page = _start(browser, live_site, f"manage-{viewport['width']}", viewport)
     _ask(page, "about moons [[fake tokens=3]]", 0)
+    _actions(page)
     page.click("#rename")
     page.fill("#title-input", "Moon notes")
     page.press("#title-input", "Enter")
@@ -87,8 +94,7 @@ def test_rename_search_export_and_delete(browser, live_site, viewport):
     _sidebar(page)
     expect(page.locator("#conversation-list li.active")).to_have_text("Moon notes")
 
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     _ask(page, "about tides [[fake tokens=3]]", 0)
     _sidebar(page)
     expect(page.locator("#conversation-list li[data-id]")).to_have_count(2)
@@ -105,8 +111,11 @@ def test_rename_search_export_and_delete(browser, live_site, viewport):
         page.keyboard.press("Escape")  # closes the drawer
         expect(page.locator("#conversation-search")).to_be_hidden()
 
+    _actions(page)
     with page.expect_download() as markdown:
         page.click("#export-md")
+    name = markdown.value.suggested_filename
+    assert name.startswith("about tides") and name.endswith(".md")
     text = open(markdown.value.path()).read()
     assert text.startswith("# about tides") and "## DeepSeek" in text and answer_text(3).strip() in text
     with page.expect_download() as exported:

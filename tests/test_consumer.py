@@ -315,8 +315,8 @@ async def test_simulator_answers_without_a_key(user):
     events = await receive_until(socket, "message.completed")
     completed = events[-1]
     assert completed["status"] == "complete"
-    assert "simulated reply" in completed["content"]
-    assert "monad" in completed["content"] and "monad" in completed["reasoning"]
+    assert "Simulated reply" in completed["content"] and "DEEPSEEK_API_KEY" in completed["content"]
+    assert "monad" in completed["reasoning"]
     assert rebuild(events, completed["message_id"]) == (completed["content"], completed["reasoning"])
     assert sum(e["type"] == "message.delta" for e in events) > 3
     await socket.disconnect()

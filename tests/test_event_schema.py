@@ -29,13 +29,17 @@ def _no_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     """The replies here are finished by hand; a committed transaction must not start writing them."""
     monkeypatch.setattr(generation, "launch", lambda message_id: None)
 
+
 ID = str(uuid.uuid4())
 CONVERSATION = {
     "id": ID,
     "title": "Hello",
     "model": "deepseek-v4-flash",
     "thinking": True,
+    "reasoning_effort": "",
     "system_prompt": "",
+    "pinned": False,
+    "archived": False,
     "created_at": "2025-01-01T00:00:00+00:00",
     "updated_at": "2025-01-01T00:00:00+00:00",
 }
@@ -144,7 +148,7 @@ def test_every_builder_makes_a_valid_event(user: Any, conversation: Conversation
     built += [events.message_created_event(m, as_created=True) for m in messages]
     built += [events.message_completed_event(m) for m in messages if m.status != Message.Status.STREAMING]
     built += [
-        events.error_event(code="busy", detail=services.BUSY_DETAIL),
+        events.error_event(code="busy", detail=str(services.BUSY_DETAIL)),
         events.delta_event(message_id=streaming.id, seq=1, content="a", reasoning=""),
         events.delta_event(message_id=streaming.id, seq=2, content="", reasoning="b"),
         events.delta_event(message_id=streaming.id, seq=3, content="c", reasoning="d"),

@@ -23,7 +23,7 @@ def test_sign_up_logs_in_and_shows_the_chat():
     )
     assert response.status_code == 200
     assert response.wsgi_request.user.username == "newbie"
-    assert b"Start a conversation" in response.content
+    assert b"What can I help with?" in response.content
 
 
 def test_log_in_log_out_and_change_password(user):
@@ -71,14 +71,36 @@ def test_no_banner_with_a_key(user, settings):
     assert b"Simulated replies" not in client.get("/").content
 
 
-def test_new_conversation_form_creates_one_with_the_chosen_model(user):
+def test_the_home_composer_makes_the_conversation_with_its_first_message(
+    user, monkeypatch, django_capture_on_commit_callbacks
+):
+    launched = []
+    monkeypatch.setattr("chat.generation.launch", launched.append)
     client = Client()
     client.force_login(user)
-    response = client.post("/c/new/", {"model": "deepseek-v4-pro"})
+    home = client.get("/").content.decode()
+    assert 'id="home-input"' in home and 'action="/c/new/"' in home
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/c/new/", {"model": "deepseek-v4-pro", "content": "Hello there"})
     assert response.status_code == 302
     conversation = user.conversations.get()
     assert (conversation.model, conversation.thinking) == ("deepseek-v4-pro", False)
     assert response["Location"] == f"/c/{conversation.id}/"
+    assert [m.content for m in conversation.messages.filter(role="user")] == ["Hello there"]
+    assert len(launched) == 1  # the reply is on its way
+
+
+@pytest.mark.parametrize("content", ["", "   ", "x" * 40_000])
+def test_a_refused_first_message_leaves_no_empty_conversation_and_keeps_the_text(user, monkeypatch, content):
+    monkeypatch.setattr("chat.generation.launch", lambda message_id: None)
+    client = Client()
+    client.force_login(user)
+    response = client.post("/c/new/", {"model": "deepseek-v4-pro", "thinking": "on", "content": content})
+    assert response.status_code == 400
+    assert not user.conversations.exists()
+    page = response.content.decode()
+    assert 'id="home-refusal"' in page
+    assert content[:100] in page  # the draft is kept in the box
 
 
 def test_admin_reviews_transcripts_with_filters_and_search(user):
@@ -113,3 +135,15 @@ def test_admin_reviews_transcripts_with_filters_and_search(user):
     conversation.refresh_from_db()
     assert conversation.title == "Tides" and conversation.review_notes == "ok"
     assert Message.objects.filter(conversation=conversation, content="The moon pulls the oceans.").exists()
+
+
+def test_an_export_is_named_after_its_title_in_any_language(user):
+    client = Client()
+    client.force_login(user)
+    chinese = services.conversation_create(owner=user, title="中文标题 快速排序 / 算法")
+    header = client.get(f"/api/conversations/{chinese.id}/export/?format=md")["Content-Disposition"]
+    assert header.startswith("attachment; filename*=utf-8''")
+    assert "%E4%B8%AD%E6%96%87%E6%A0%87%E9%A2%98" in header and "%2F" not in header  # no path separator
+    untitled = services.conversation_create(owner=user)
+    header = client.get(f"/api/conversations/{untitled.id}/export/?format=json")["Content-Disposition"]
+    assert header == f'attachment; filename="conversation-{untitled.id}.json"'

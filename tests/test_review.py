@@ -127,3 +127,40 @@ def test_a_users_data_is_exported_and_deleted_on_request(user, staff_client, tmp
     call_command("user_data", "delete", "alice", "--yes", stdout=io.StringIO())
     assert not User.objects.filter(username="alice").exists()
     assert Conversation.objects.count() == 0 and ApiToken.objects.count() == 0
+
+
+def test_the_admin_transcript_marks_versions_and_renders_markdown_through_the_chats_sanitiser(db):
+    from django.contrib.auth.models import User
+    from django.test import Client
+    from django.utils import timezone
+
+    from chat import services
+    from chat.models import Message
+
+    owner = User.objects.create_user("writer", password="writer-Pass-1234")
+    staff = User.objects.create_superuser("reviewer", password="reviewer-Pass-1234")
+    conversation = services.conversation_create(owner=owner, title="Versions")
+    now = timezone.now()
+    question = Message.objects.create(conversation=conversation, role="user", content="Why?", created_at=now)
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        parent=question,
+        content="old <script>alert(1)</script>",
+        active=False,
+        created_at=now + timezone.timedelta(seconds=1),
+    )
+    Message.objects.create(
+        conversation=conversation,
+        role="assistant",
+        parent=question,
+        content="**new** answer with \\(x^2\\)",
+        created_at=now + timezone.timedelta(seconds=2),
+    )
+    client = Client()
+    client.force_login(staff)
+    page = client.get(f"/admin/chat/conversation/{conversation.id}/change/").content.decode()
+    assert "version 1 of 2 · not shown: another version is" in page
+    assert "version 2 of 2 · shown" in page
+    assert '<div class="admin-markdown" data-markdown="">old &lt;script&gt;alert(1)&lt;/script&gt;</div>' in page
+    assert '<script src="/static/chat/admin.js" type="module"></script>' in page

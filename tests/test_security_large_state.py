@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from chat import events
 from tests.fake_upstream import answer_text
-from tests.live import ROOT, LiveSite, new_conversation, sign_up_in_browser
+from tests.live import ROOT, LiveSite, new_conversation, open_new_conversation, sign_up_in_browser
 
 pytestmark = pytest.mark.e2e
 
@@ -184,7 +184,7 @@ def test_a_completion_too_big_for_a_frame_sheds_its_copy_or_gives_way_to_the_sta
 
 def test_every_state_fits_a_frame_whatever_its_characters(hand_made_events):
     # Escapes make a character take up to 12 bytes in a frame: CJK 6, an emoji 12, a newline or quote 2.
-    text = "漢字😀\n\"ok " * 2000
+    text = '漢字😀\n"ok ' * 2000
     messages = [
         {"id": f"m{i}", "role": "assistant", "content": text, "reasoning": text[:500], "status": "complete"}
         for i in range(40)
@@ -216,8 +216,7 @@ def test_the_page_of_a_3_mib_conversation_shows_its_newest_turn_and_loads_older_
     base_url = live_site.start()
     page = browser.new_context().new_page()
     sign_up_in_browser(page, base_url, "long-reader")
-    page.click("#new-conversation")
-    page.wait_for_selector("#connection[data-level=ok]")
+    open_new_conversation(page)
     conversation_id = page.url.rstrip("/").rsplit("/", 1)[1]
     fill(live_site, conversation_id, turns=100, reply_chars=30000)
 

@@ -1,7 +1,10 @@
 // The chat page: one socket per open conversation, the transcript, the composer and the sidebar.
 
 import { apiFetch } from "./api.js";
-import { removeConversation, setUpSearch, showConversation } from "./sidebar.js";
+import { gettext, interpolate, pageLanguage } from "./i18n.js";
+import { watchComposition } from "./keys.js";
+import { showLength, tooLongText } from "./length.js";
+import { regroup, removeConversation, setUpSearch, showConversation } from "./sidebar.js";
 import { ReconnectingSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 import { refreshUserUsage } from "./usage.js";
@@ -23,17 +26,33 @@ const connection = document.getElementById("connection");
 const title = document.getElementById("conversation-title");
 const modelSelect = document.getElementById("model-select");
 const thinkingToggle = document.getElementById("thinking-toggle");
+const effortSelect = document.getElementById("effort-select");
 const conversationUsage = document.getElementById("conversation-usage");
+const systemPrompt = document.getElementById("system-prompt");
+const systemPromptInput = document.getElementById("system-prompt-input");
+const systemPromptToggle = document.getElementById("system-prompt-toggle");
+const counter = document.getElementById("composer-count");
 let pendingClientId = null;
+let deletingHere = false;
+// What the notice is about: it clears itself once that is over ("connection": the socket is back;
+// "busy": the reply being written has ended).
+let noticeCause = null;
 
-function showNotice(text) {
+function showNotice(text, cause = null) {
   notice.textContent = text;
   notice.hidden = !text;
+  noticeCause = text ? cause : null;
+}
+
+function clearNoticeAbout(cause) {
+  if (noticeCause === cause) showNotice("");
 }
 
 function sendFrame(frame) {
-  if (!socket.send(frame)) showNotice("Not connected; try again in a moment. Reconnecting…");
+  if (!socket.send(frame)) showNotice(gettext("Not connected; try again in a moment. Reconnecting…"), "connection");
 }
+
+const numberFormat = new Intl.NumberFormat(pageLanguage());
 
 function refreshControls() {
   // Screen readers wait for the end of a reply instead of reading every delta.
@@ -41,16 +60,23 @@ function refreshControls() {
   stopButton.hidden = !transcript.isStreaming;
   sendButton.hidden = transcript.isStreaming;
   transcript.refreshActions();
+  if (!transcript.isStreaming) clearNoticeAbout("busy");
   const totals = transcript.usageTotals();
-  conversationUsage.textContent = totals.replies ? `${totals.tokens.toLocaleString()} tokens here` : "";
+  conversationUsage.textContent = totals.replies
+    ? interpolate(gettext("%(tokens)s tokens here"), { tokens: numberFormat.format(totals.tokens) })
+    : "";
 }
 
 function applyConversation(conversation) {
   if (conversation.id === config.id) {
-    title.textContent = conversation.title || "New conversation";
-    document.title = `${conversation.title || "New conversation"} · DeepSeek Chat`;
+    title.textContent = conversation.title || gettext("New conversation");
+    document.title = `${conversation.title || gettext("New conversation")} · ${gettext("DeepSeek Chat")}`;
     modelSelect.value = conversation.model;
     thinkingToggle.checked = conversation.thinking;
+    effortSelect.value = conversation.reasoning_effort || "";
+    effortSelect.disabled = !conversation.thinking;
+    if (systemPrompt.hidden) systemPromptInput.value = conversation.system_prompt || "";
+    showFlags(conversation);
   }
   showConversation(conversation, config.id);
 }
@@ -79,12 +105,13 @@ const handlers = {
     removeConversation(event.conversation.id);
     if (event.conversation.id === config.id) {
       socket.close();
-      location.assign("/");
+      // Deleted on another device: the home page says why this one left the conversation.
+      location.assign(deletingHere ? "/" : "/?left=deleted");
     }
   },
   error: (event) => {
     pendingClientId = null;
-    showNotice(event.detail);
+    showNotice(event.detail, event.code === "busy" ? "busy" : null);
   },
 };
 
@@ -97,6 +124,7 @@ const socket = new ReconnectingSocket(config.socketPath, {
   onStatus(text, level) {
     connection.textContent = text;
     connection.dataset.level = level;
+    if (level === "ok") clearNoticeAbout("connection");
   },
 });
 
@@ -104,29 +132,42 @@ function send() {
   const content = input.value;
   if (!content.trim()) return;
   if (content.length > config.maxChars) {
-    showNotice(`The message is ${content.length} characters long; the limit is ${config.maxChars}.`);
+    showNotice(tooLongText(content.length, config.maxChars), "length");
     return;
   }
   pendingClientId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
   if (!socket.send({ type: "message.send", content, client_id: pendingClientId })) {
-    showNotice("Not connected; the message was not sent. Reconnecting…");
+    showNotice(gettext("Not connected; the message was not sent. Reconnecting…"), "connection");
     pendingClientId = null;
     return;
   }
   showNotice("");
 }
 
+/** Over the limit (a long paste, say), the text stays as it is and the box says by how much. */
+function refreshCount() {
+  showLength({
+    input,
+    counter,
+    send: sendButton,
+    limit: config.maxChars,
+    report: (text) => (text ? showNotice(text, "length") : clearNoticeAbout("length")),
+  });
+}
+
 function autosize() {
   input.style.height = "auto";
   input.style.height = `${Math.min(input.scrollHeight, 240)}px`;
+  refreshCount();
 }
 
 form.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
 });
+const composerComposing = watchComposition(input);
 input.addEventListener("keydown", (event) => {
-  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+  if (event.key === "Enter" && !event.shiftKey && !composerComposing(event)) {
     event.preventDefault();
     send();
   } else if (event.key === "Escape" && transcript.isStreaming) {
@@ -157,12 +198,14 @@ async function saveSettings(changes) {
 }
 modelSelect.addEventListener("change", () => saveSettings({ model: modelSelect.value }));
 thinkingToggle.addEventListener("change", () => saveSettings({ thinking: thinkingToggle.checked }));
+effortSelect.addEventListener("change", () => saveSettings({ reasoning_effort: effortSelect.value }));
 function startRename() {
   const field = document.createElement("input");
   field.id = "title-input";
   field.value = title.textContent;
   field.maxLength = 200;
-  field.setAttribute("aria-label", "Conversation title");
+  field.setAttribute("aria-label", gettext("Conversation title"));
+  const fieldComposing = watchComposition(field);
   title.replaceWith(field);
   field.focus();
   field.select();
@@ -178,6 +221,7 @@ function startRename() {
     document.getElementById("rename").focus();
   };
   field.addEventListener("keydown", (event) => {
+    if (fieldComposing(event)) return; // Enter confirms the pinyin; Escape cancels the composition only
     if (event.key === "Enter") finish(true);
     if (event.key === "Escape") finish(false);
   });
@@ -185,8 +229,37 @@ function startRename() {
 }
 
 document.getElementById("rename").addEventListener("click", startRename);
+
+// Pin and archive: the sidebar of every device follows (conversation.updated).
+const pinButton = document.getElementById("pin");
+const archiveButton = document.getElementById("archive");
+function showFlags(conversation) {
+  pinButton.setAttribute("aria-pressed", String(conversation.pinned));
+  pinButton.textContent = conversation.pinned ? gettext("Unpin") : gettext("Pin");
+  archiveButton.setAttribute("aria-pressed", String(conversation.archived));
+  archiveButton.textContent = conversation.archived ? gettext("Unarchive") : gettext("Archive");
+}
+pinButton.addEventListener("click", () => saveSettings({ pinned: pinButton.getAttribute("aria-pressed") !== "true" }));
+archiveButton.addEventListener("click", () =>
+  saveSettings({ archived: archiveButton.getAttribute("aria-pressed") !== "true" }),
+);
+
+// The conversation's system prompt, edited in place; every device gets the change.
+function showSystemPrompt(open) {
+  systemPrompt.hidden = !open;
+  systemPromptToggle.setAttribute("aria-expanded", String(open));
+  if (open) systemPromptInput.focus();
+}
+systemPromptToggle.addEventListener("click", () => showSystemPrompt(systemPrompt.hidden));
+document.getElementById("system-prompt-cancel").addEventListener("click", () => showSystemPrompt(false));
+systemPrompt.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  await saveSettings({ system_prompt: systemPromptInput.value });
+  if (notice.hidden) showSystemPrompt(false);
+});
 document.getElementById("delete").addEventListener("click", async () => {
-  if (!confirm("Delete this conversation for good? Every device will lose it.")) return;
+  if (!confirm(gettext("Delete this conversation for good? Every device will lose it."))) return;
+  deletingHere = true;
   try {
     await apiFetch(config.apiPath, { method: "DELETE" });
     location.assign("/");
@@ -194,11 +267,19 @@ document.getElementById("delete").addEventListener("click", async () => {
     showNotice(error.message);
   }
 });
+// On a phone the conversation's actions fold behind one button, leaving the height to the transcript.
+const actionsToggle = document.getElementById("actions-toggle");
+actionsToggle.addEventListener("click", () => {
+  const open = !document.body.classList.contains("actions-open");
+  document.body.classList.toggle("actions-open", open);
+  actionsToggle.setAttribute("aria-expanded", String(open));
+});
 const sidebarToggle = document.getElementById("sidebar-toggle");
 function showSidebar(open) {
   document.body.classList.toggle("sidebar-open", open);
   sidebarToggle.setAttribute("aria-expanded", String(open));
-  if (open) document.getElementById("conversation-search").focus();
+  // The drawer takes the focus itself, not its search box: on a phone that would open the keyboard.
+  if (open) document.getElementById("sidebar").focus();
 }
 sidebarToggle.addEventListener("click", () => showSidebar(!document.body.classList.contains("sidebar-open")));
 document.addEventListener("keydown", (event) => {
@@ -207,6 +288,7 @@ document.addEventListener("keydown", (event) => {
     sidebarToggle.focus();
   }
 });
+regroup();
 setUpSearch(apiFetch);
 input.focus();
 refreshUserUsage();

@@ -2,7 +2,42 @@
 // Replies render as sanitised Markdown (markdown.js), re-rendered at most once a frame while they
 // stream; the user's own text is shown as typed.
 
+import { gettext, interpolate, pageLanguage } from "./i18n.js";
+import { watchComposition } from "./keys.js";
 import { copyWithFeedback, renderMarkdown } from "./markdown.js";
+
+const numbers = new Intl.NumberFormat(pageLanguage());
+const timeOfDay = new Intl.DateTimeFormat(pageLanguage(), { hour: "numeric", minute: "2-digit" });
+const dayAndTime = new Intl.DateTimeFormat(pageLanguage(), { month: "short", day: "numeric", hour: "numeric", minute: "2-digit" });
+const fullTime = new Intl.DateTimeFormat(pageLanguage(), { dateStyle: "full", timeStyle: "medium" });
+
+// Why a reply failed, by its code, in the reader's language (the stored detail is in English and may
+// quote DeepSeek; it stays available on hover).
+const REPLY_ERRORS = {
+  bad_request: gettext("DeepSeek rejected the request as invalid."),
+  bad_key: gettext("DeepSeek refused the API key; check DEEPSEEK_API_KEY."),
+  insufficient_balance: gettext("The DeepSeek account has run out of credit; top up its balance and try again."),
+  rate_limited: gettext("DeepSeek is rate-limiting requests; wait a moment and try again."),
+  unavailable: gettext("DeepSeek is overloaded or unavailable right now; try again in a few minutes."),
+  stalled: gettext("DeepSeek stopped sending in the middle of the reply."),
+  cut_off: gettext("The connection to DeepSeek was cut before the reply finished."),
+  connection_failed: gettext("Could not connect to DeepSeek (connection refused or reset)."),
+  upstream_error: gettext("DeepSeek reported an error in the middle of the reply."),
+  internal_error: gettext("The reply failed because of an unexpected error on this site."),
+};
+
+function replyError(error) {
+  if (pageLanguage().startsWith("en")) return error.detail;
+  return REPLY_ERRORS[error.code] || error.detail;
+}
+
+/** When a message was written: the time of day today, the day and time before; all of it on hover. */
+function sentAt(iso) {
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) return null;
+  const today = new Date().toDateString() === when.toDateString();
+  return { short: (today ? timeOfDay : dayAndTime).format(when), full: fullTime.format(when), iso };
+}
 
 function el(tag, className, text) {
   const node = document.createElement(tag);
@@ -16,11 +51,19 @@ function describeUsage(message) {
   if (message.model) parts.push(message.model);
   if (message.usage) {
     const u = message.usage;
-    parts.push(`${u.prompt_tokens} in · ${u.completion_tokens} out`);
-    if (u.reasoning_tokens) parts.push(`${u.reasoning_tokens} reasoning`);
-    if (u.prompt_cache_hit_tokens) parts.push(`${u.prompt_cache_hit_tokens} cached`);
+    parts.push(
+      interpolate(gettext("%(prompt)s in · %(completion)s out"), {
+        prompt: numbers.format(u.prompt_tokens),
+        completion: numbers.format(u.completion_tokens),
+      }),
+    );
+    if (u.reasoning_tokens) parts.push(interpolate(gettext("%(count)s reasoning"), { count: numbers.format(u.reasoning_tokens) }));
+    if (u.prompt_cache_hit_tokens) parts.push(interpolate(gettext("%(count)s cached"), { count: numbers.format(u.prompt_cache_hit_tokens) }));
   }
-  if (message.time_to_first_token_ms != null) parts.push(`first token ${(message.time_to_first_token_ms / 1000).toFixed(1)} s`);
+  if (message.time_to_first_token_ms != null) {
+    const seconds = new Intl.NumberFormat(pageLanguage(), { minimumFractionDigits: 1, maximumFractionDigits: 1 });
+    parts.push(interpolate(gettext("first token %(seconds)s s"), { seconds: seconds.format(message.time_to_first_token_ms / 1000) }));
+  }
   return parts.join(" · ");
 }
 
@@ -42,7 +85,7 @@ export class Transcript {
     // A long conversation arrives newest first: older turns come a page at a time, asked for near the top.
     this.hasMore = false;
     this.loadingOlder = null;
-    this.olderButton = button("Show earlier messages", "older-messages", () => this.requestOlder());
+    this.olderButton = button(gettext("Show earlier messages"), "older-messages", () => this.requestOlder());
     root.addEventListener("scroll", () => this.maybeLoadOlder(), { passive: true });
     setInterval(() => this.tick(), 1000); // the "thinking… N s" timer
   }
@@ -77,7 +120,7 @@ export class Transcript {
   /** The "earlier messages" control at the top, while the server has older turns than those shown. */
   showOlder(hasMore) {
     this.hasMore = hasMore;
-    this.olderButton.textContent = "Show earlier messages";
+    this.olderButton.textContent = gettext("Show earlier messages");
     if (hasMore) this.root.prepend(this.olderButton);
     else this.olderButton.remove();
     this.maybeLoadOlder();
@@ -93,7 +136,7 @@ export class Transcript {
     if (!this.hasMore || !first || this.loadingOlder === first.data.id) return;
     if (!this.actions.older || !this.actions.older(first.data.id)) return; // not connected: the next state says
     this.loadingOlder = first.data.id;
-    this.olderButton.textContent = "Loading earlier messages…";
+    this.olderButton.textContent = gettext("Loading earlier messages…");
   }
 
   /** A page of older turns: shown above the oldest one, the reader staying where they were. */
@@ -115,7 +158,7 @@ export class Transcript {
 
   showEmpty() {
     if (this.views.size === 0) {
-      this.root.append(el("p", "empty-note", "Ask anything to start."));
+      this.root.append(el("p", "empty-note", gettext("Ask anything to start.")));
     } else {
       this.root.querySelectorAll(":scope > .empty-note").forEach((n) => n.remove());
     }
@@ -136,9 +179,17 @@ export class Transcript {
   build(message) {
     const article = el("article", `msg ${message.role}`);
     article.dataset.id = message.id;
-    article.append(el("div", "role", message.role === "user" ? "You" : "DeepSeek"));
+    const header = el("div", "role", message.role === "user" ? gettext("You") : "DeepSeek");
+    const time = sentAt(message.created_at);
+    if (time) {
+      const stamp = el("time", "sent-at", time.short);
+      stamp.dateTime = time.iso;
+      stamp.title = time.full;
+      header.append(" ", stamp);
+    }
+    article.append(header);
     const details = el("details", "reasoning");
-    const summary = el("summary", "", "Reasoning");
+    const summary = el("summary", "", gettext("Reasoning"));
     details.append(summary);
     const reasoning = el("div", "reasoning-text");
     details.append(reasoning);
@@ -199,10 +250,12 @@ export class Transcript {
     const data = view.data;
     if (data.status === "streaming" && !data.content) {
       const started = view.thinkingSince || Date.parse(data.created_at) || Date.now();
-      return `Thinking… ${Math.max(0, Math.round((Date.now() - started) / 1000))} s`;
+      return interpolate(gettext("Thinking… %(seconds)s s"), { seconds: Math.max(0, Math.round((Date.now() - started) / 1000)) });
     }
-    if (view.thoughtFor != null) return `Thought for ${view.thoughtFor} s`;
-    return data.usage && data.usage.reasoning_tokens ? `Reasoning (${data.usage.reasoning_tokens} tokens)` : "Reasoning";
+    if (view.thoughtFor != null) return interpolate(gettext("Thought for %(seconds)s s"), { seconds: view.thoughtFor });
+    return data.usage && data.usage.reasoning_tokens
+      ? interpolate(gettext("Reasoning (%(count)s tokens)"), { count: numbers.format(data.usage.reasoning_tokens) })
+      : gettext("Reasoning");
   }
 
   tick() {
@@ -229,9 +282,9 @@ export class Transcript {
     }
     const notes = [];
     if (data.role === "assistant") {
-      if (data.status === "streaming" && !data.content && !data.reasoning) notes.push("waiting for DeepSeek…");
-      else if (data.status === "streaming") notes.push("writing…");
-      else if (data.status === "stopped") notes.push("stopped");
+      if (data.status === "streaming" && !data.content && !data.reasoning) notes.push(gettext("waiting for DeepSeek…"));
+      else if (data.status === "streaming") notes.push(gettext("writing…"));
+      else if (data.status === "stopped") notes.push(gettext("stopped"));
       const usage = describeUsage(data);
       if (usage && data.status !== "streaming") notes.push(usage);
     }
@@ -248,7 +301,7 @@ export class Transcript {
     }
     const cut = view.article.querySelector(".truncated-note");
     if (data.truncated && !cut) {
-      const text = "Too long to show here in full: Export .md or .json above has all of it.";
+      const text = gettext("Too long to show here in full: Export .md or .json above has all of it.");
       view.content.after(el("p", "truncated-note", text));
     } else if (!data.truncated && cut) {
       cut.remove();
@@ -259,7 +312,8 @@ export class Transcript {
         error = el("p", "error");
         view.article.append(error);
       }
-      error.textContent = data.error.detail;
+      error.textContent = replyError(data.error);
+      error.title = data.error.detail;
     } else if (error) {
       error.remove();
     }
@@ -279,21 +333,22 @@ export class Transcript {
       const tools = [];
       if (data.versions && data.versions.length > 1) {
         const index = data.versions.indexOf(data.id);
-        const previous = button("‹", "version", () => this.actions.select(data.versions[index - 1]), "Previous version");
-        const next = button("›", "version", () => this.actions.select(data.versions[index + 1]), "Next version");
+        const previous = button("‹", "version", () => this.actions.select(data.versions[index - 1]), gettext("Previous version"));
+        const next = button("›", "version", () => this.actions.select(data.versions[index + 1]), gettext("Next version"));
         previous.disabled = index <= 0 || this.isStreaming;
         next.disabled = index >= data.versions.length - 1 || this.isStreaming;
         tools.push(previous, el("span", "version-count", `${index + 1} / ${data.versions.length}`), next);
       }
       if (data.content && data.status !== "streaming") {
-        const copy = button("Copy", "", () => copyWithFeedback(copy, data.content), `Copy this ${data.role === "user" ? "message" : "reply"}`);
+        const copyLabel = data.role === "user" ? gettext("Copy this message") : gettext("Copy this reply");
+        const copy = button(gettext("Copy"), "", () => copyWithFeedback(copy, data.content), copyLabel);
         tools.push(copy);
       }
       if (!this.isStreaming && data.role === "user") {
-        tools.push(button("Edit", "", () => this.startEdit(view), "Edit this message and send it again"));
+        tools.push(button(gettext("Edit"), "", () => this.startEdit(view), gettext("Edit this message and send it again")));
       }
       if (!this.isStreaming && data.role === "assistant" && view === last) {
-        tools.push(button("Regenerate", "", () => this.actions.regenerate(), "Write this reply again"));
+        tools.push(button(gettext("Regenerate"), "", () => this.actions.regenerate(), gettext("Write this reply again")));
       }
       view.tools.replaceChildren(...tools);
       if (view === last) this.scroll();
@@ -304,7 +359,8 @@ export class Transcript {
     view.editing = true;
     const box = el("textarea", "edit-box");
     box.value = view.data.content;
-    box.setAttribute("aria-label", "Edit your message");
+    box.setAttribute("aria-label", gettext("Edit your message"));
+    const boxComposing = watchComposition(box);
     box.rows = Math.min(12, view.data.content.split("\n").length + 1);
     const stop = () => {
       view.editing = false;
@@ -313,18 +369,19 @@ export class Transcript {
       view.content.hidden = false;
       this.refreshActions();
     };
-    const save = button("Send", "primary", () => {
+    const save = button(gettext("Send"), "primary", () => {
       if (!box.value.trim()) return;
       this.actions.edit(view.data.id, box.value);
       stop();
     });
-    const cancel = button("Cancel", "", stop);
+    const cancel = button(gettext("Cancel"), "", stop);
     const form = el("div", "edit-form");
     form.append(box, el("div", "edit-buttons"));
     form.lastChild.append(save, cancel);
     box.addEventListener("keydown", (event) => {
+      if (boxComposing(event)) return; // the input method's Enter and Escape
       if (event.key === "Escape") stop();
-      if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      if (event.key === "Enter" && !event.shiftKey) {
         event.preventDefault();
         save.click();
       }

@@ -1,0 +1,228 @@
+"""The first minute, as a ChatGPT user expects it: type on the home page and press Enter; nothing empty piles up;
+the sidebar groups conversations by date. In a real browser against real daphne, Redis and the fake DeepSeek.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.live import ROOT, sign_up_in_browser
+
+pytestmark = pytest.mark.e2e
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+expect = playwright_sync.expect
+
+RENAME = """async ([title]) => {
+  const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+  await fetch(location.pathname.replace('/c/', '/api/conversations/'), {method: 'PATCH',
+    headers: {'Content-Type': 'application/json', 'X-CSRFToken': token}, body: JSON.stringify({title})});
+}"""
+COUNT_CONVERSATIONS = """async () => (await (await fetch('/api/conversations/')).json()).conversations.length"""
+
+
+def _backdate(live_site, title: str, days: int) -> None:
+    """Make a conversation look last used `days` ago, straight in the site's database."""
+    code = (
+        "from datetime import timedelta; from django.utils import timezone; from chat.models import Conversation; "
+        f"Conversation.objects.filter(title={title!r}).update(updated_at=timezone.now() - timedelta(days={days}))"
+    )
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=live_site.env, check=True)
+
+
+def test_type_on_the_home_page_and_press_enter(browser, live_site):
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "first-minute")
+    # The box has the focus: no click is needed before typing.
+    expect(page.locator("#home-input")).to_be_focused()
+    page.select_option("#home-model", index=0)
+    page.uncheck("#home-thinking")
+    page.focus("#home-input")
+    page.keyboard.type("How do tides work? [[fake tokens=30 delay=0.01]]")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base_url}/c/*/")
+    expect(page.locator(".msg.user .content")).to_have_text("How do tides work? [[fake tokens=30 delay=0.01]]")
+    expect(page.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+    assert not page.is_checked("#thinking-toggle")
+    expect(page.locator("#conversation-list li.active")).to_contain_text("How do tides work?")
+    expect(page.locator("#conversation-list li.group-heading").first).to_have_text("Today")
+
+    # "+ New conversation" goes back to the composer and leaves nothing empty behind, however often.
+    for _ in range(3):
+        page.click("#new-conversation")
+        expect(page.locator("#home-input")).to_be_focused()
+    assert page.evaluate(COUNT_CONVERSATIONS) == 1
+    # An empty box sends nothing.
+    page.press("#home-input", "Enter")
+    page.wait_for_timeout(300)
+    assert page.url.rstrip("/") == base_url
+    assert page.evaluate(COUNT_CONVERSATIONS) == 1
+
+
+def test_a_refused_first_message_keeps_the_text_and_makes_nothing(browser, live_site):
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "too-long-first")
+    page.fill("#home-input", "x" * 32_001)
+    expect(page.locator("#home-refusal")).to_contain_text("32,001 characters long")
+    assert page.is_disabled("#home-send")
+    page.press("#home-input", "Enter")
+    page.wait_for_timeout(300)
+    assert page.evaluate(COUNT_CONVERSATIONS) == 0
+    assert len(page.input_value("#home-input")) == 32_001
+
+
+def test_the_sidebar_groups_conversations_by_date(browser, live_site):
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "grouper")
+    for title in ("old one", "last week", "yesterday's", "fresh"):
+        page.fill("#home-input", f"{title} [[fake tokens=2]]")
+        page.press("#home-input", "Enter")
+        page.wait_for_url(f"{base_url}/c/*/")
+        expect(page.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+        page.evaluate(RENAME, [title])
+        page.goto(base_url)
+    _backdate(live_site, "old one", 40)
+    _backdate(live_site, "last week", 4)
+    _backdate(live_site, "yesterday's", 1)
+    page.reload()
+    rows = page.locator("#conversation-list > li").all_inner_texts()
+    assert rows == ["Today", "fresh", "Yesterday", "yesterday's", "Previous 7 days", "last week", "Older", "old one"]
+
+
+def test_custom_instructions_and_a_system_prompt_reach_deepseek(browser, live_site, fake_upstream_server):
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "instructed")
+    page.goto(f"{base_url}/accounts/settings/")
+    page.fill("#custom-instructions", "Answer briefly, in Chinese.")
+    page.click("#save-settings")
+    expect(page.locator("#settings-saved")).to_be_visible()
+    page.goto(base_url)
+    page.fill("#home-input", "first [[fake tokens=2]]")
+    page.press("#home-input", "Enter")
+    expect(page.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+    # A second device sees the system prompt the first one sets.
+    other = browser.new_context(storage_state=page.context.storage_state()).new_page()
+    other.goto(page.url)
+    other.wait_for_selector("#connection[data-level=ok]")
+    page.click("#system-prompt-toggle")
+    page.fill("#system-prompt-input", "You are a careful code reviewer.")
+    page.click("#system-prompt-save")
+    expect(page.locator("#system-prompt")).to_be_hidden()
+    other.click("#system-prompt-toggle")
+    expect(other.locator("#system-prompt-input")).to_have_value("You are a careful code reviewer.")
+    page.fill("#composer-input", "second [[fake tokens=2]]")
+    page.press("#composer-input", "Enter")
+    expect(page.locator(".msg.assistant").nth(1)).to_have_attribute("data-status", "complete", timeout=15000)
+    messages = fake_upstream_server.requests[-1].body["messages"]
+    assert messages[:2] == [
+        {"role": "system", "content": "Answer briefly, in Chinese."},
+        {"role": "system", "content": "You are a careful code reviewer."},
+    ]
+    first = fake_upstream_server.requests[0].body["messages"]
+    assert first[0] == {"role": "system", "content": "Answer briefly, in Chinese."}
+
+
+TRANSCRIPT_SHARE = """() => document.getElementById('transcript').getBoundingClientRect().height / window.innerHeight"""
+
+
+@pytest.mark.parametrize("locale", ["en-US", "zh-CN"])
+def test_on_a_phone_the_transcript_gets_most_of_the_height(browser, live_site, locale):
+    base_url = live_site.start()
+    context = browser.new_context(viewport={"width": 360, "height": 740}, locale=locale, has_touch=True)
+    page = context.new_page()
+    sign_up_in_browser(page, base_url, f"phone-{locale}")
+    page.fill("#home-input", "tides [[fake tokens=30]]")
+    page.press("#home-input", "Enter")
+    page.wait_for_selector("#connection[data-level=ok]")
+    # The account links fold into a menu.
+    assert page.is_hidden("#account-menu")
+    page.click("#menu-toggle")
+    assert page.is_visible("#account-menu a[href='/accounts/settings/']")
+    page.click("#transcript")
+    assert page.is_hidden("#account-menu")
+    # The simulated-replies notice can be dismissed, and stays dismissed.
+    if page.is_visible("#simulated-banner"):
+        page.click("#simulated-banner .banner-close")
+    page.reload()
+    page.wait_for_selector("#connection[data-level=ok]")
+    assert page.is_hidden("#simulated-banner")
+    share = page.evaluate(TRANSCRIPT_SHARE)
+    assert share >= 0.70, f"the transcript gets {share:.0%} of the height"
+    # Opening the drawer does not focus the search box (which would open the keyboard).
+    page.click("#sidebar-toggle")
+    expect(page.locator("#sidebar")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") != "conversation-search"
+
+
+def test_a_conversation_deleted_on_one_device_tells_the_others_why_they_left(browser, live_site):
+    base_url = live_site.start()
+    laptop = browser.new_context().new_page()
+    sign_up_in_browser(laptop, base_url, "deleter")
+    laptop.fill("#home-input", "short-lived [[fake tokens=2]]")
+    laptop.press("#home-input", "Enter")
+    expect(laptop.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+    phone = browser.new_context(storage_state=laptop.context.storage_state()).new_page()
+    phone.goto(laptop.url)
+    phone.wait_for_selector("#connection[data-level=ok]")
+    laptop.on("dialog", lambda dialog: dialog.accept())
+    laptop.click("#delete")
+    laptop.wait_for_url(f"{base_url}/")
+    assert laptop.locator("#left-notice").count() == 0  # the device that deleted it knows why
+    phone.wait_for_url(f"{base_url}/?left=deleted")
+    expect(phone.locator("#left-notice")).to_have_text("The conversation you had open was deleted on another device.")
+
+
+def test_pin_and_archive_follow_every_device(browser, live_site):
+    base_url = live_site.start()
+    laptop = browser.new_context().new_page()
+    sign_up_in_browser(laptop, base_url, "pinner")
+    for title in ("first", "second"):
+        laptop.goto(base_url)
+        laptop.fill("#home-input", f"{title} [[fake tokens=2]]")
+        laptop.press("#home-input", "Enter")
+        expect(laptop.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+        laptop.evaluate(RENAME, [title])
+    phone = browser.new_context(storage_state=laptop.context.storage_state()).new_page()
+    phone.goto(base_url)
+    phone.wait_for_load_state("load")
+    rows = phone.locator("#conversation-list > li")
+    expect(rows).to_have_text(["Today", "second", "first"])
+    laptop.goto(base_url)
+    laptop.click("#conversation-list a:text('first')")
+    laptop.wait_for_selector("#connection[data-level=ok]")
+    laptop.click("#pin")
+    expect(laptop.locator("#pin")).to_have_attribute("aria-pressed", "true")
+    expect(rows).to_have_text(["Pinned", "first", "Today", "second"])  # live, on the other device
+    laptop.click("#archive")
+    expect(rows).to_have_text(["Today", "second", "Archived", "first"])
+    expect(phone.locator("#conversation-list li[data-archived]")).to_be_hidden()
+    phone.click(".archived-toggle")
+    expect(phone.locator("#conversation-list li[data-archived]")).to_be_visible()
+    laptop.click("#archive")
+    expect(rows).to_have_text(["Pinned", "first", "Today", "second"])
+
+
+def test_the_reasoning_effort_is_chosen_beside_the_box_and_sent_to_deepseek(browser, live_site, fake_upstream_server):
+    base_url = live_site.start()
+    page = browser.new_context().new_page()
+    sign_up_in_browser(page, base_url, "effortful")
+    page.select_option("#home-effort", "max")
+    page.fill("#home-input", "think hard [[fake tokens=2 reasoning=2]]")
+    page.press("#home-input", "Enter")
+    expect(page.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
+    assert fake_upstream_server.requests[-1].body["reasoning_effort"] == "max"
+    expect(page.locator("#effort-select")).to_have_value("max")
+    # Without thinking, no effort is sent (and the box says so by being disabled).
+    page.uncheck("#thinking-toggle")
+    expect(page.locator("#effort-select")).to_be_disabled()
+    page.fill("#composer-input", "quick one [[fake tokens=2]]")
+    page.press("#composer-input", "Enter")
+    expect(page.locator(".msg.assistant").nth(1)).to_have_attribute("data-status", "complete", timeout=15000)
+    assert "reasoning_effort" not in fake_upstream_server.requests[-1].body

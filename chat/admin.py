@@ -20,7 +20,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils import timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext, gettext_lazy
+from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from chat import contentrules, review, signin
 from chat.models import Conversation, Message, UsageRecord, WordList
@@ -177,24 +177,28 @@ class ConversationAdmin(admin.ModelAdmin):
             flagged=obj.flagged, review_notes=obj.review_notes, reviewed_by=request.user, reviewed_at=obj.reviewed_at
         )
 
-    @admin.action(description="Flag for follow-up")
+    @admin.action(description=gettext_lazy("Flag for follow-up"))
     def flag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=True)
         _log(request, queryset, "Flagged for follow-up.")
-        self.message_user(request, f"Flagged {count} conversation(s).", messages.SUCCESS)
+        done = ngettext("Flagged %(count)d conversation.", "Flagged %(count)d conversations.", count) % {"count": count}
+        self.message_user(request, done, messages.SUCCESS)
 
-    @admin.action(description="Remove the flag")
+    @admin.action(description=gettext_lazy("Remove the flag"))
     def unflag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=False)
         _log(request, queryset, "Flag removed.")
-        self.message_user(request, f"Unflagged {count} conversation(s).", messages.SUCCESS)
+        done = ngettext("Unflagged %(count)d conversation.", "Unflagged %(count)d conversations.", count) % {
+            "count": count
+        }
+        self.message_user(request, done, messages.SUCCESS)
 
-    @admin.action(description="Export as CSV (one row per message)")
+    @admin.action(description=gettext_lazy("Export as CSV (one row per message)"))
     def export_csv(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
         _log(request, queryset, "Exported as CSV.")
         return _download(review.conversations_csv(conversations=queryset), "conversations.csv", "text/csv")
 
-    @admin.action(description="Export as JSON")
+    @admin.action(description=gettext_lazy("Export as JSON"))
     def export_json(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> HttpResponse:
         _log(request, queryset, "Exported as JSON.")
         return _download(review.conversations_json(conversations=queryset), "conversations.json", "application/json")
@@ -209,13 +213,15 @@ class ConversationAdmin(admin.ModelAdmin):
         """Replies and tokens per user per day (the last N days), on a page or as CSV."""
         days = _usage_days(request.GET.get("days", ""))
         if days is None:
-            return HttpResponseBadRequest(f"days must be a whole number from 1 to {review.USAGE_MAX_DAYS}.")
+            return HttpResponseBadRequest(
+                gettext("days must be a whole number from 1 to %(most)d.") % {"most": review.USAGE_MAX_DAYS}
+            )
         rows = review.usage_by_user_and_day(days=days)
         if request.GET.get("format") == "csv":
             return _download(review.usage_csv(rows=rows), "usage.csv", "text/csv")
         context = {
             **self.admin_site.each_context(request),
-            "title": "Usage per user and day",
+            "title": gettext("Usage per user and day"),
             "rows": rows,
             "days": days,
         }
@@ -239,7 +245,7 @@ class MessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     readonly_fields = ("id", "conversation", "client_id", *MESSAGE_FIELDS)
     list_select_related = ("conversation",)
 
-    @admin.display(description="content")
+    @admin.display(description=gettext_lazy("content"))
     def short_content(self, obj: Message) -> str:
         return obj.content[:80]
 
@@ -291,7 +297,7 @@ class ChatUserAdmin(UserAdmin):
 
     actions = ("download_data",)
 
-    @admin.action(description="Download the user's data (JSON)")
+    @admin.action(description=gettext_lazy("Download the user's data (JSON)"))
     def download_data(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse:
         data = [review.user_data(user=user) for user in queryset]
         _log(request, queryset, "Data exported on request.")
@@ -314,7 +320,7 @@ class WordListAdmin(admin.ModelAdmin):
     list_filter = ("action", "enabled")
     search_fields = ("name", "words")
 
-    @admin.display(description="Words")
+    @admin.display(description=gettext_lazy("Words"))
     def word_count(self, obj: WordList) -> int:
         """How many words the list holds."""
         return len(obj.word_lines())

@@ -9,6 +9,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods
 
 from chat import exports, inputs, selectors, services, streams, tokens
@@ -29,7 +30,7 @@ def api_login_required(view: Handler) -> Handler:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
-            return error_response(401, "not_authenticated", "Log in, or send an API token.")
+            return error_response(401, "not_authenticated", gettext("Log in, or send an API token."))
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -45,7 +46,7 @@ def _owned_conversation(request: HttpRequest, conversation_id: Any) -> Conversat
 
 
 def _not_found() -> JsonResponse:
-    return error_response(404, "not_found", "No such conversation.")
+    return error_response(404, "not_found", gettext("No such conversation."))
 
 
 def _service_status(exc: services.ServiceError) -> int:
@@ -126,7 +127,7 @@ async def messages(request: HttpRequest, conversation_id: Any) -> HttpResponse:
     """Send a message: 202, or with Accept NDJSON / SSE, this reply's events until it completes."""
     user = await request.auser()
     if not user.is_authenticated:
-        return error_response(401, "not_authenticated", "Log in, or send an API token.")
+        return error_response(401, "not_authenticated", gettext("Log in, or send an API token."))
     found = await database_sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if found is None:
         return _not_found()
@@ -165,7 +166,7 @@ async def conversation_events(request: HttpRequest, conversation_id: Any) -> Htt
     """SSE of every event of the conversation, from its state or from a Last-Event-ID, with heartbeats."""
     user = await request.auser()
     if not user.is_authenticated:
-        return error_response(401, "not_authenticated", "Log in, or send an API token.")
+        return error_response(401, "not_authenticated", gettext("Log in, or send an API token."))
     found = await database_sync_to_async(selectors.conversation_get)(user=user, conversation_id=conversation_id)
     if found is None:
         return _not_found()
@@ -185,7 +186,7 @@ def export(request: HttpRequest, conversation_id: Any) -> HttpResponse:
         return _not_found()
     kind = request.GET.get("format", "md")
     if kind not in {"md", "json"}:
-        return error_response(400, "bad_request", "Choose format=md or format=json.")
+        return error_response(400, "bad_request", gettext("Choose format=md or format=json."))
     if kind == "json":
         body, content_type = exports.conversation_json(conversation=found), "application/json"
     else:
@@ -237,7 +238,7 @@ def api_tokens(request: HttpRequest) -> HttpResponse:
     except inputs.InvalidInput as exc:
         return _bad_input(exc)
     if not isinstance(name, str) or not name.strip():
-        return error_response(400, "invalid_field", "Give the token a name, so you know later what uses it.")
+        return error_response(400, "invalid_field", gettext("Give the token a name, so you know later what uses it."))
     token, plain = tokens.token_create(user=request.user, name=name)
     return JsonResponse({**_token_to_dict(token), "token": plain}, status=201)
 
@@ -248,6 +249,6 @@ def api_token(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of the caller's tokens."""
     token = request.user.api_tokens.active().filter(id=token_id).first()
     if token is None:
-        return error_response(404, "not_found", "No such token.")
+        return error_response(404, "not_found", gettext("No such token."))
     tokens.token_revoke(token=token)
     return HttpResponse(status=204)

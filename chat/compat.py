@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.utils import formats
+from django.utils.translation import gettext
 
 from chat import inputs
 
@@ -94,10 +96,10 @@ def _text(content: Any, *, index: int) -> str:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidCall("Only text content is supported.", param=f"messages[{index}].content")
+                raise InvalidCall(gettext("Only text content is supported."), param=f"messages[{index}].content")
             texts.append(part["text"])
         return "".join(texts)
-    raise InvalidCall("A message's content must be text.", param=f"messages[{index}].content")
+    raise InvalidCall(gettext("A message's content must be text."), param=f"messages[{index}].content")
 
 
 def _choice(value: Any, choices: set[str]) -> bool:
@@ -110,7 +112,11 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> float |
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidCall(f"`{name}` must be a number from {low:g} to {high:g}.", param=name)
+        raise InvalidCall(
+            gettext("`%(name)s` must be a number from %(low)s to %(high)s.")
+            % {"name": name, "low": f"{low:g}", "high": f"{high:g}"},
+            param=name,
+        )
     return value
 
 
@@ -121,7 +127,7 @@ def _max_tokens(body: dict[str, Any]) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidCall(f"`{name}` must be a positive whole number.", param=name)
+        raise InvalidCall(gettext("`%(name)s` must be a positive whole number.") % {"name": name}, param=name)
     return min(value, settings.DEEPSEEK_MAX_OUTPUT_TOKENS)
 
 
@@ -138,7 +144,8 @@ def _stop(body: dict[str, Any]) -> list[str] | None:
         or not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop)
     ):
         raise InvalidCall(
-            f"`stop` must be a string or a list of up to {MAX_STOP} strings of up to {MAX_STOP_CHARS} characters.",
+            gettext("`stop` must be a string or a list of up to %(count)d strings of up to %(chars)d characters.")
+            % {"count": MAX_STOP, "chars": MAX_STOP_CHARS},
             param="stop",
         )
     return stop
@@ -165,7 +172,9 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
     response_format = body.get("response_format")
     if response_format is not None:
         if not isinstance(response_format, dict) or not _choice(response_format.get("type"), {"text", "json_object"}):
-            raise InvalidCall("`response_format.type` must be `text` or `json_object`.", param="response_format")
+            raise InvalidCall(
+                gettext("`response_format.type` must be `text` or `json_object`."), param="response_format"
+            )
         options["response_format"] = {"type": response_format["type"]}
     return options
 
@@ -173,11 +182,13 @@ def _options(body: dict[str, Any]) -> dict[str, Any]:
 def _refuse_unsupported(body: dict[str, Any]) -> None:
     """Features this site does not relay are refused, rather than silently dropped."""
     if body.get("tools") or body.get("functions"):
-        raise InvalidCall("Tool calls are not supported by this site.", param="tools", code="unsupported_parameter")
+        raise InvalidCall(
+            gettext("Tool calls are not supported by this site."), param="tools", code="unsupported_parameter"
+        )
     if body.get("n") is not None and (isinstance(body["n"], bool) or body["n"] != 1):
-        raise InvalidCall("Only one choice (`n` = 1) is supported.", param="n", code="unsupported_parameter")
+        raise InvalidCall(gettext("Only one choice (`n` = 1) is supported."), param="n", code="unsupported_parameter")
     if body.get("logprobs"):
-        raise InvalidCall("`logprobs` is not supported.", param="logprobs", code="unsupported_parameter")
+        raise InvalidCall(gettext("`logprobs` is not supported."), param="logprobs", code="unsupported_parameter")
 
 
 def _thinking(body: dict[str, Any]) -> bool:
@@ -186,7 +197,7 @@ def _thinking(body: dict[str, Any]) -> bool:
     if thinking is None:
         return True
     if not isinstance(thinking, dict) or not _choice(thinking.get("type"), {"enabled", "disabled"}):
-        raise InvalidCall("`thinking.type` must be `enabled` or `disabled`.", param="thinking")
+        raise InvalidCall(gettext("`thinking.type` must be `enabled` or `disabled`."), param="thinking")
     return thinking["type"] == "enabled"
 
 
@@ -194,7 +205,7 @@ def _flag(body: dict[str, Any], name: str) -> bool:
     """A true/false parameter; absent or null is false, another type is refused."""
     value = body.get(name)
     if value is not None and not isinstance(value, bool):
-        raise InvalidCall(f"`{name}` must be true or false.", param=name)
+        raise InvalidCall(gettext("`%(name)s` must be true or false.") % {"name": name}, param=name)
     return bool(value)
 
 
@@ -204,7 +215,7 @@ def _include_usage(body: dict[str, Any]) -> bool:
     if stream_options is None:
         return False
     if not isinstance(stream_options, dict):
-        raise InvalidCall("`stream_options` must be an object.", param="stream_options")
+        raise InvalidCall(gettext("`stream_options` must be an object."), param="stream_options")
     try:
         return _flag(stream_options, "include_usage")
     except InvalidCall as exc:
@@ -218,7 +229,7 @@ def _read_body(raw: bytes) -> dict[str, Any]:
     except inputs.InvalidInput as exc:
         raise InvalidCall(exc.detail, param=exc.field, code=exc.code) from exc
     if not isinstance(body, dict):
-        raise InvalidCall("The request body must be a JSON object.")
+        raise InvalidCall(gettext("The request body must be a JSON object."))
     return body
 
 
@@ -227,7 +238,11 @@ def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
     total = sum(map(len, system)) + sum(len(text) for _, text in turns)
     if total > MAX_TOTAL_CHARS:
         raise InvalidCall(
-            f"The messages hold {total:,} characters; at most {MAX_TOTAL_CHARS:,} are taken in one call.",
+            gettext("The messages hold %(total)s characters; at most %(most)s are taken in one call.")
+            % {
+                "total": formats.number_format(total, force_grouping=True),
+                "most": formats.number_format(MAX_TOTAL_CHARS, force_grouping=True),
+            },
             param="messages",
         )
 
@@ -238,9 +253,13 @@ def parse_call(raw: bytes) -> CompletionCall:
     _refuse_unsupported(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise InvalidCall("`messages` must be a non-empty list.", param="messages")
+        raise InvalidCall(gettext("`messages` must be a non-empty list."), param="messages")
     if len(messages) > MAX_MESSAGES:
-        raise InvalidCall(f"At most {MAX_MESSAGES:,} messages are taken in one call.", param="messages")
+        raise InvalidCall(
+            gettext("At most %(most)s messages are taken in one call.")
+            % {"most": formats.number_format(MAX_MESSAGES, force_grouping=True)},
+            param="messages",
+        )
     system: list[str] = []
     turns: list[tuple[str, str]] = []
     for index, message in enumerate(messages):
@@ -251,14 +270,15 @@ def parse_call(raw: bytes) -> CompletionCall:
             turns.append((role, _text(message.get("content"), index=index)))
         else:
             raise InvalidCall(
-                f"Unsupported role {role!r}: use system, user or assistant.", param=f"messages[{index}].role"
+                gettext("Unsupported role %(role)s: use system, user or assistant.") % {"role": repr(role)},
+                param=f"messages[{index}].role",
             )
     if not turns or turns[-1][0] != "user":
-        raise InvalidCall("The last message must be the user's.", param="messages")
+        raise InvalidCall(gettext("The last message must be the user's."), param="messages")
     _check_size(system, turns)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
-        raise InvalidCall("`model` must be a model id.", param="model")
+        raise InvalidCall(gettext("`model` must be a model id."), param="model")
     return CompletionCall(
         model=model,
         thinking=_thinking(body),
@@ -361,7 +381,7 @@ class ChunkWriter:
         self.finished = True
         chunks = self.catch_up(content=completed["content"], reasoning=completed["reasoning"])
         if completed["status"] == "failed":
-            error = completed.get("error") or {"code": "internal_error", "detail": "The reply failed."}
+            error = completed.get("error") or {"code": "internal_error", "detail": gettext("The reply failed.")}
             status = FAILURE_STATUS.get(error["code"], 502)
             body = error_body(error["detail"], status=status, code=error["code"])
             return [*chunks, b"data: " + json.dumps(body).encode() + b"\n\n"]

@@ -18,6 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest
+from django.utils import formats
+from django.utils.translation import gettext
 
 MAX_DEPTH = 32  # arrays and objects inside each other; real bodies need 4 or 5
 MAX_FIELD_NAME = 100  # characters of a field name quoted in an error
@@ -51,7 +53,12 @@ def max_body_bytes() -> int:
 def too_large() -> InvalidInput:
     """The refusal of a body over the limit: 413, in words."""
     limit = max_body_bytes()
-    return InvalidInput(f"That is too large: at most {limit:,} bytes are read.", code="too_large", status=413)
+    return InvalidInput(
+        gettext("That is too large: at most %(limit)s bytes are read.")
+        % {"limit": formats.number_format(limit, force_grouping=True)},
+        code="too_large",
+        status=413,
+    )
 
 
 def _no_constant(name: str) -> Any:
@@ -68,7 +75,11 @@ def _finite(text: str) -> float:
 
 
 def _too_deep(max_depth: int, field: str | None = None) -> InvalidInput:
-    return InvalidInput(f"The JSON is nested too deeply (at most {max_depth} levels).", code="too_deep", field=field)
+    return InvalidInput(
+        gettext("The JSON is nested too deeply (at most %(levels)d levels).") % {"levels": max_depth},
+        code="too_deep",
+        field=field,
+    )
 
 
 def _check_depth(value: Any, *, levels: int, max_depth: int, field: str | None) -> None:
@@ -90,7 +101,7 @@ def _check_texts(value: Any, *, field: str | None) -> None:
     """Refuse a NUL or a lone surrogate in any key or string, found in the value's JSON at C speed."""
     if _FORBIDDEN_DUMPED.search(json.dumps(value, ensure_ascii=False)):
         raise InvalidInput(
-            "A text holds a NUL character or an unpaired surrogate, which cannot be stored.",
+            gettext("A text holds a NUL character or an unpaired surrogate, which cannot be stored."),
             code="invalid_text",
             field=field,
         )
@@ -121,7 +132,7 @@ def loads(raw: bytes | str, *, syntax_code: str = "bad_json", max_depth: int = M
     except RecursionError as exc:
         raise _too_deep(max_depth) from exc
     except ValueError as exc:  # UnicodeDecodeError and over-long integers are ValueErrors too
-        raise InvalidInput("That is not valid JSON in UTF-8.", code=syntax_code) from exc
+        raise InvalidInput(gettext("That is not valid JSON in UTF-8."), code=syntax_code) from exc
     _check_tree(data, max_depth=max_depth, texts=bool(_SUSPECT.search(text)))
     return data
 
@@ -144,7 +155,7 @@ def json_object(request: HttpRequest) -> dict[str, Any]:
         return {}
     data = loads(body, syntax_code="bad_request")
     if not isinstance(data, dict):
-        raise InvalidInput("The request body must be a JSON object.")
+        raise InvalidInput(gettext("The request body must be a JSON object."))
     return data
 
 
@@ -152,7 +163,8 @@ def clean_text(value: str, *, field: str) -> str:
     """A text from a query string or a form, refused if it holds what cannot be stored."""
     if _FORBIDDEN.search(value):
         raise InvalidInput(
-            f"The {field} holds a NUL character or an unpaired surrogate, which cannot be stored.",
+            gettext("The %(field)s holds a NUL character or an unpaired surrogate, which cannot be stored.")
+            % {"field": field},
             code="invalid_text",
             field=field,
         )

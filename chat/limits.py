@@ -12,7 +12,8 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
-from django.utils import timezone
+from django.utils import formats, timezone
+from django.utils.translation import gettext, ngettext
 
 from chat import selectors
 from chat.models import Message
@@ -36,11 +37,11 @@ def _seconds_to_midnight_utc() -> int:
 def _in_words(seconds: int) -> str:
     """A wait as a person says it."""
     if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
+        return ngettext("%(count)d second", "%(count)d seconds", seconds) % {"count": seconds}
     minutes = round(seconds / 60)
     if minutes < 90:
-        return f"{minutes} minutes"
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+        return gettext("%(count)d minutes") % {"count": minutes}
+    return gettext("%(hours)d h %(minutes)02d min") % {"hours": minutes // 60, "minutes": minutes % 60}
 
 
 def window_key(prefix: str, period: int) -> str:
@@ -69,7 +70,9 @@ def count_in_window(*, prefix: str, limit: int, period: int, detail: str, refund
         if refund:
             cache.decr(key)
         wait = max(1, period - int(time.time()) % period)
-        raise LimitExceeded(f"{detail}; try again in {_in_words(wait)}.", wait)
+        raise LimitExceeded(
+            gettext("%(refusal)s; try again in %(wait)s.") % {"refusal": detail, "wait": _in_words(wait)}, wait
+        )
 
 
 def check_concurrent(*, user_id: int) -> None:
@@ -81,7 +84,13 @@ def check_concurrent(*, user_id: int) -> None:
     concurrent = settings.CHAT_LIMIT_CONCURRENT_REPLIES
     if concurrent and Message.objects.streaming().filter(conversation__owner_id=user_id).count() >= concurrent:
         raise LimitExceeded(
-            f"You already have {concurrent} replies being written; try again when one of them has finished.", 5
+            ngettext(
+                "You already have %(count)d reply being written; try again when it has finished.",
+                "You already have %(count)d replies being written; try again when one of them has finished.",
+                concurrent,
+            )
+            % {"count": concurrent},
+            5,
         )
 
 
@@ -92,7 +101,8 @@ def check_send(*, user_id: int) -> None:
     if budget and selectors.usage_tokens_today(user_id=user_id) >= budget:
         wait = _seconds_to_midnight_utc()
         raise LimitExceeded(
-            f"You have used today's budget of {budget:,} tokens; it renews at midnight UTC, in {_in_words(wait)}.",
+            gettext("You have used today's budget of %(budget)s tokens; it renews at midnight UTC, in %(wait)s.")
+            % {"budget": formats.number_format(budget, force_grouping=True), "wait": _in_words(wait)},
             wait,
         )
     per_minute = settings.CHAT_LIMIT_MESSAGES_PER_MINUTE
@@ -101,6 +111,6 @@ def check_send(*, user_id: int) -> None:
             prefix=f"chat:limits:messages:{user_id}",
             limit=per_minute,
             period=60,
-            detail=f"You have sent {per_minute} messages this minute, the most allowed",
+            detail=gettext("You have sent %(count)d messages this minute, the most allowed") % {"count": per_minute},
             refund=True,
         )

@@ -13,6 +13,7 @@ import ipaddress
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest
+from django.utils.translation import gettext
 
 from chat import limits
 
@@ -58,14 +59,14 @@ def count_login(*, request: HttpRequest | None, username: str) -> None:
         client_address(request),
         limit=settings.CHAT_LOGIN_ATTEMPTS_PER_ADDRESS,
         period=LOGIN_WINDOW_SECONDS,
-        detail="Too many sign-in attempts from your network",
+        detail=gettext("Too many sign-in attempts from your network"),
     )
     _count(
         "login-account",
         _account(username),
         limit=settings.CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT,
         period=LOGIN_WINDOW_SECONDS,
-        detail="Too many sign-in attempts for this account",
+        detail=gettext("Too many sign-in attempts for this account"),
     )
 
 
@@ -84,5 +85,5 @@ def count_signup(*, request: HttpRequest) -> None:
         client_address(request),
         limit=settings.CHAT_SIGNUPS_PER_ADDRESS,
         period=SIGNUP_WINDOW_SECONDS,
-        detail="Too many sign-up attempts from your network",
+        detail=gettext("Too many sign-up attempts from your network"),
     )

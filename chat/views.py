@@ -14,7 +14,7 @@ from django.shortcuts import redirect, render
 from django.utils import translation
 from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -81,7 +81,7 @@ def conversation_page(request: HttpRequest, conversation_id: uuid.UUID) -> HttpR
     """The chat page with one of the user's conversations open."""
     conversation = selectors.conversation_get(user=request.user, conversation_id=conversation_id)
     if conversation is None:
-        raise Http404("No such conversation.")
+        raise Http404(gettext("No such conversation."))
     return _chat_page(request, conversation=conversation)
 
 
@@ -220,13 +220,13 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
     if isinstance(exception, RequestDataTooBig):
         refusal = inputs.too_large()
     else:  # too many fields, a host not allowed, another request Django will not read
-        refusal = inputs.InvalidInput("The request could not be read.")
+        refusal = inputs.InvalidInput(gettext("The request could not be read."))
     answer = _program_error(request, status=refusal.status, code=refusal.code, detail=refusal.detail)
     return answer or defaults.bad_request(request, exception)
 
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """A refused CSRF check in JSON on /api/ and /v1/, where programs read it; the usual page elsewhere."""
-    detail = "This request carries a session cookie but no CSRF token: send X-CSRFToken, or use an API token."
+    detail = gettext("This request carries a session cookie but no CSRF token: send X-CSRFToken, or use an API token.")
     answer = _program_error(request, status=403, code="csrf_failed", detail=detail)
     return answer or csrf.csrf_failure(request, reason=reason)

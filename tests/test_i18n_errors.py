@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from chat import services
+from chat import services, tokens
 from chat.models import Preferences
 from tests.conftest import make_conversation, open_socket
 
@@ -53,3 +53,40 @@ def test_the_api_refuses_in_the_language_asked_for(user):
     )
     client.cookies["django_language"] = "zh-hans"
     assert client.post(url, {"content": ""}, content_type="application/json").json()["error"]["detail"] == "消息为空。"
+
+
+def test_a_limit_says_when_to_try_again_in_chinese(user, settings):
+    settings.CHAT_LIMIT_MESSAGES_PER_MINUTE = 1
+    client = Client()
+    client.force_login(user)
+    refused = None
+    for _ in range(2):  # the first is counted (and starts a reply); the second is over the limit
+        conversation = services.conversation_create(owner=user)
+        url = f"/api/conversations/{conversation.id}/messages/"
+        refused = client.post(url, {"content": "你好"}, content_type="application/json", HTTP_ACCEPT_LANGUAGE="zh-CN")
+    assert refused.status_code == 429
+    detail = refused.json()["error"]["detail"]
+    assert "你这一分钟已发送 1 条消息" in detail and "后重试" in detail, detail
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "expected"),
+    [
+        ("/api/conversations/", b"{", "这不是有效的 UTF-8 JSON。"),
+        ("/api/conversations/", b"[1]", "请求体必须是一个 JSON 对象。"),
+        ("/v1/chat/completions", b'{"messages": []}', "`messages` 必须是非空列表。"),
+    ],
+)
+def test_a_program_asking_in_chinese_is_refused_in_chinese(user, path, body, expected):
+    _, plain = tokens.token_create(user=user, name="agent")
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
+    answer = client.post(path, body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="zh-CN")
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error.get("detail", error.get("message")) == expected
+
+
+def test_a_call_without_a_session_or_token_is_refused_in_chinese(db):
+    answer = Client().get("/api/conversations/", HTTP_ACCEPT_LANGUAGE="zh-CN")
+    assert answer.status_code == 401
+    assert answer.json()["error"]["detail"] == "请登录，或发送 API 令牌。"  # noqa: RUF001

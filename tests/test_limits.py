@@ -53,7 +53,7 @@ async def test_replies_at_once(user, fake_upstream, settings):
     assert first["type"] != "error"
     second_socket, refused = await _send(user, "another")
     assert (refused["type"], refused["code"]) == ("error", "rate_limited")
-    assert "1 replies being written" in refused["detail"]
+    assert "1 reply being written" in refused["detail"]
     await receive_until(first_socket, "message.completed")
     await second_socket.send_json_to({"type": "message.send", "content": "now it fits"})
     assert (await receive_until(second_socket, "message.completed"))[-1]["status"] == "complete"

@@ -92,6 +92,7 @@ class LiveSite:
         Started as deployment starts it (Dockerfile, deploy/chat@.service): through chatsite.logs,
         which also starts the start-up work (recovery, sweeper) before any client connects.
         """
+        chosen = port is None
         port = port or free_port()
         log = open(self.tmp_path / f"daphne-{port}.log", "wb")
         process = subprocess.Popen(
@@ -112,15 +113,23 @@ class LiveSite:
             stderr=subprocess.STDOUT,
         )
         self.processes.append((process, port, log))
+        # Its own daphne says it listens: a connection alone could reach another run's server on that port.
+        listening = f"Listening on TCP address 127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                self.processes.pop()
+                log.close()
+                if chosen and "Address already in use" in self.log(port):  # taken since free_port() looked
+                    return self.start(*daphne_args)
                 raise RuntimeError(f"daphne exited: {self.log(port)}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                    return f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.1)
+            if listening in (self.tmp_path / f"daphne-{port}.log").read_text(errors="replace"):
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                        return f"http://127.0.0.1:{port}"
+                except OSError:
+                    pass
+            time.sleep(0.1)
         raise RuntimeError(f"daphne did not start: {self.log(port)}")
 
     def log(self, port: int) -> str:

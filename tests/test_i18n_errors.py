@@ -38,6 +38,7 @@ async def test_the_accounts_choice_wins_over_the_browser(user):
     await socket.disconnect()
 
 
+@pytest.mark.django_db(transaction=True)  # the async views query from another thread
 def test_the_api_refuses_in_the_language_asked_for(user):
     client = Client()
     client.force_login(user)
@@ -55,6 +56,7 @@ def test_the_api_refuses_in_the_language_asked_for(user):
     assert client.post(url, {"content": ""}, content_type="application/json").json()["error"]["detail"] == "消息为空。"
 
 
+@pytest.mark.django_db(transaction=True)  # the async views query from another thread
 def test_a_limit_says_when_to_try_again_in_chinese(user, settings):
     settings.CHAT_LIMIT_MESSAGES_PER_MINUTE = 1
     client = Client()
@@ -69,6 +71,7 @@ def test_a_limit_says_when_to_try_again_in_chinese(user, settings):
     assert "你这一分钟已发送 1 条消息" in detail and "后重试" in detail, detail
 
 
+@pytest.mark.django_db(transaction=True)  # the async views query from another thread
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
     [
@@ -86,7 +89,7 @@ def test_a_program_asking_in_chinese_is_refused_in_chinese(user, path, body, exp
     assert error.get("detail", error.get("message")) == expected
 
 
-def test_a_call_without_a_session_or_token_is_refused_in_chinese(db):
+def test_a_call_without_a_session_or_token_is_refused_in_chinese(transactional_db):
     answer = Client().get("/api/conversations/", HTTP_ACCEPT_LANGUAGE="zh-CN")
     assert answer.status_code == 401
     assert answer.json()["error"]["detail"] == "请登录，或发送 API 令牌。"  # noqa: RUF001

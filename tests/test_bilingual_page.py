@@ -8,8 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.live import PASSWORD, open_new_conversation, sign_up_in_browser
+from tests.live import PASSWORD, TEST_REDIS_URL, LiveSite, open_new_conversation, sign_up_in_browser
 
 pytestmark = pytest.mark.e2e
 
@@ -141,10 +142,12 @@ def _compose(page, selector: str, typed: str, confirmed: str, *, safari: bool) -
     page.evaluate(CONFIRM_WITH_ENTER, [selector, confirmed, safari])
 
 
-@pytest.mark.parametrize("safari", [False, True], ids=["chrome-order", "safari-order"])
+@pytest.mark.parametrize("safari", [False, True], ids=["chrome-order-wide", "safari-order-phone"])
 def test_enter_that_confirms_pinyin_never_sends_or_saves(browser, live_site, safari):
     base_url = live_site.start()
-    page = chinese_context(browser).new_page()
+    # Safari's order is what an iPhone sends: that run is on a 360 px screen, where the actions fold away.
+    phone = safari
+    page = chinese_context(browser, **({"viewport": {"width": 360, "height": 740}} if phone else {})).new_page()
     sign_up_in_browser(page, base_url, "ime-" + ("safari" if safari else "chrome"))
     open_new_conversation(page)
 
@@ -158,6 +161,8 @@ def test_enter_that_confirms_pinyin_never_sends_or_saves(browser, live_site, saf
     expect(page.locator(".msg.assistant")).to_have_attribute("data-status", "complete", timeout=15000)
 
     # Rename: the pinyin "liaotian" is never saved as the title.
+    if phone:
+        page.click("#actions-toggle")
     page.click("#rename")
     _compose(page, "#title-input", "liaotian", "聊天", safari=safari)
     page.wait_for_timeout(300)
@@ -181,6 +186,8 @@ def test_enter_that_confirms_pinyin_never_sends_or_saves(browser, live_site, saf
     # Search: half-typed pinyin is not searched for; the confirmed word is.
     searches: list[str] = []
     page.on("request", lambda request: "/api/conversations/?q=" in request.url and searches.append(request.url))
+    if phone:
+        page.click("#sidebar-toggle")
     page.dispatch_event("#conversation-search", "compositionstart", {"data": ""})
     page.fill("#conversation-search", "liao")
     page.wait_for_timeout(500)
@@ -212,3 +219,29 @@ def test_a_paste_over_the_limit_is_kept_and_counted_never_cut(browser, live_site
     assert page.is_enabled("#send")
     page.press("#composer-input", "Enter")
     expect(page.locator(".msg.user")).to_have_count(1)
+
+
+def test_without_a_key_the_simulator_answers_a_chinese_phone_in_chinese_with_tables_code_and_maths(browser, tmp_path):
+    redis.Redis.from_url(TEST_REDIS_URL).flushdb()
+    site = LiveSite(tmp_path, redis_url=TEST_REDIS_URL, env={"CHAT_SIMULATOR_TOKEN_SECONDS": "0.001"})
+    try:
+        base_url = site.start()  # no DEEPSEEK_API_KEY: the built-in simulator answers
+        page = chinese_context(browser, viewport={"width": 360, "height": 740}, has_touch=True).new_page()
+        sign_up_in_browser(page, base_url, "no-key")
+        expect(page.locator("#simulated-banner")).to_be_visible()
+        assert english_left(page) == [], english_left(page)
+        page.fill("#home-input", "请用表格对比这几种存储")
+        page.press("#home-input", "Enter")
+        table = page.locator(".msg.assistant").nth(0)
+        expect(table).to_have_attribute("data-status", "complete", timeout=30000)
+        expect(table.locator(".content table th").first).to_have_text("存储")
+        page.fill("#composer-input", "积分公式怎么推导")
+        page.press("#composer-input", "Enter")
+        maths = page.locator(".msg.assistant").nth(1)
+        expect(maths).to_have_attribute("data-status", "complete", timeout=30000)
+        assert maths.locator(".content .katex").count() > 0
+        assert maths.locator(".content .katex-error").count() == 0
+        assert len(re.findall(r"[\u4e00-\u9fff]", maths.locator(".content").inner_text())) > 40
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360  # tables and formulas scroll inside
+    finally:
+        site.stop()

@@ -299,3 +299,7 @@ def test_a_chinese_reply_with_formulas(browser, site):
     assert page.evaluate("window.mathSeen.errors") == []
     watched.assert_clean()
     page.locator(".msg.assistant").screenshot(path=str(DOCS / "math-zh.png"))
+    # On a phone (360 px) the formulas stay typeset and a wide one scrolls inside the reply, not the page.
+    page.set_viewport_size({"width": 360, "height": 740})
+    assert content.locator(".katex").count() == 8
+    assert page.evaluate("document.documentElement.scrollWidth") <= 360

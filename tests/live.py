@@ -60,6 +60,25 @@ class OwnRedis:
             self.process = None
 
 
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a listening TCP socket on `port` (read from Linux's /proc)."""
+    try:
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port and f"socket:[{inode}]" in held:
+                return True
+    return False
+
+
 class LiveSite:
     """Processes of the site sharing one SQLite file (or DATABASE_URL) and one Redis."""
 
@@ -113,8 +132,6 @@ class LiveSite:
             stderr=subprocess.STDOUT,
         )
         self.processes.append((process, port, log))
-        # Its own daphne says it listens: a connection alone could reach another run's server on that port.
-        listening = f"Listening on TCP address 127.0.0.1:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -123,7 +140,8 @@ class LiveSite:
                 if chosen and "Address already in use" in self.log(port):  # taken since free_port() looked
                     return self.start(*daphne_args)
                 raise RuntimeError(f"daphne exited: {self.log(port)}")
-            if listening in (self.tmp_path / f"daphne-{port}.log").read_text(errors="replace"):
+            # Its own daphne holds the port: a connection alone could reach another run's server on it.
+            if _listens(process.pid, port):
                 try:
                     with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                         return f"http://127.0.0.1:{port}"

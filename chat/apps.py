@@ -1,6 +1,7 @@
 """The chat app."""
 
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class ChatConfig(AppConfig):
@@ -8,7 +9,7 @@ class ChatConfig(AppConfig):
 
     default_auto_field = "django.db.models.BigAutoField"
     name = "chat"
-    verbose_name = "Chat"
+    verbose_name = _("Chat")
 
     def ready(self) -> None:
         """Connect the receivers that end sockets and tokens when an account changes."""

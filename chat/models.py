@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 
 class ConversationQuerySet(models.QuerySet["Conversation"]):
@@ -23,33 +24,49 @@ class Conversation(models.Model):
     """A chat between one user and one DeepSeek model."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations")
-    title = models.CharField(max_length=200, blank=True)
-    model = models.CharField(max_length=100)
-    thinking = models.BooleanField(default=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations", verbose_name=_("owner")
+    )
+    title = models.CharField(max_length=200, blank=True, verbose_name=_("title"))
+    model = models.CharField(max_length=100, verbose_name=_("model"))
+    thinking = models.BooleanField(default=True, verbose_name=_("thinking"))
     # How hard a thinking reply thinks (DeepSeek V4's `reasoning_effort`): blank leaves DeepSeek's default.
-    reasoning_effort = models.CharField(max_length=8, blank=True, choices=[("high", "high"), ("max", "max")])
-    system_prompt = models.TextField(blank=True)
+    reasoning_effort = models.CharField(
+        max_length=8, blank=True, choices=[("high", _("high")), ("max", _("max"))], verbose_name=_("reasoning effort")
+    )
+    system_prompt = models.TextField(blank=True, verbose_name=_("system prompt"))
     # The owner's sidebar: pinned ones on top, archived ones out of the way (both follow every device).
-    pinned = models.BooleanField(default=False)
-    archived = models.BooleanField(default=False)
+    pinned = models.BooleanField(default=False, verbose_name=_("pinned"))
+    archived = models.BooleanField(default=False, verbose_name=_("archived"))
     # Set when the conversation is a call to /v1/chat/completions: which token made it.
     api_token = models.ForeignKey(
-        "ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+        "ApiToken",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="conversations",
+        verbose_name=_("api token"),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    updated_at = models.DateTimeField(auto_now=True, db_index=True, verbose_name=_("updated at"))
     # Staff review: a flag for follow-up and the reviewers' notes (changes are kept in the admin log).
-    flagged = models.BooleanField(default=False, db_index=True)
-    review_notes = models.TextField(blank=True)
+    flagged = models.BooleanField(default=False, db_index=True, verbose_name=_("flagged"))
+    review_notes = models.TextField(blank=True, verbose_name=_("review notes"))
     reviewed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        verbose_name=_("reviewed by"),
     )
-    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("reviewed at"))
 
     objects = ConversationQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("conversation")
+        verbose_name_plural = _("conversations")
         ordering = ["-updated_at"]
         indexes = [models.Index(fields=["owner", "-updated_at"], name="conversation_owner_recent")]
 
@@ -73,46 +90,56 @@ class Message(models.Model):
     """One turn: a user's message, or an assistant reply with its reasoning, usage and outcome."""
 
     class Role(models.TextChoices):
-        USER = "user"
-        ASSISTANT = "assistant"
+        USER = "user", _("user")
+        ASSISTANT = "assistant", _("assistant")
 
     class Status(models.TextChoices):
-        STREAMING = "streaming"
-        COMPLETE = "complete"
-        STOPPED = "stopped"
-        FAILED = "failed"
+        STREAMING = "streaming", _("streaming")
+        COMPLETE = "complete", _("complete")
+        STOPPED = "stopped", _("stopped")
+        FAILED = "failed", _("failed")
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages", verbose_name=_("conversation")
+    )
     # Messages form a tree: an edit or a regeneration adds a sibling, and the old turns stay as a branch.
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children", verbose_name=_("parent")
+    )
     # On the branch the conversation shows (one path from the first message to the newest).
-    active = models.BooleanField(default=True)
-    role = models.CharField(max_length=16, choices=Role.choices)
-    content = models.TextField(blank=True)
-    reasoning = models.TextField(blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True)
-    error_code = models.CharField(max_length=64, blank=True)
-    error_detail = models.TextField(blank=True)
-    finish_reason = models.CharField(max_length=64, blank=True)
-    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
-    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
-    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True)
-    cache_hit_tokens = models.PositiveIntegerField(null=True, blank=True)
-    cache_miss_tokens = models.PositiveIntegerField(null=True, blank=True)
-    upstream_model = models.CharField(max_length=100, blank=True)
-    time_to_first_token_ms = models.PositiveIntegerField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True)
-    client_id = models.CharField(max_length=100, blank=True)
+    active = models.BooleanField(default=True, verbose_name=_("active"))
+    role = models.CharField(max_length=16, choices=Role.choices, verbose_name=_("role"))
+    content = models.TextField(blank=True, verbose_name=_("content"))
+    reasoning = models.TextField(blank=True, verbose_name=_("reasoning"))
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.COMPLETE, db_index=True, verbose_name=_("status")
+    )
+    error_code = models.CharField(max_length=64, blank=True, verbose_name=_("error code"))
+    error_detail = models.TextField(blank=True, verbose_name=_("error detail"))
+    finish_reason = models.CharField(max_length=64, blank=True, verbose_name=_("finish reason"))
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("prompt tokens"))
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("completion tokens"))
+    reasoning_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("reasoning tokens"))
+    cache_hit_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("cache hit tokens"))
+    cache_miss_tokens = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("cache miss tokens"))
+    upstream_model = models.CharField(max_length=100, blank=True, verbose_name=_("upstream model"))
+    time_to_first_token_ms = models.PositiveIntegerField(
+        null=True, blank=True, verbose_name=_("time to first token ms")
+    )
+    duration_ms = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("duration ms"))
+    client_id = models.CharField(max_length=100, blank=True, verbose_name=_("client id"))
     # How many older messages were left out of this reply's request to fit the context window.
-    context_dropped = models.PositiveIntegerField(default=0)
+    context_dropped = models.PositiveIntegerField(default=0, verbose_name=_("context dropped"))
     # Sampling settings a program asked for this reply (max_tokens, temperature...), sent as given.
-    request_options = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(db_index=True)
+    request_options = models.JSONField(default=dict, blank=True, verbose_name=_("request options"))
+    created_at = models.DateTimeField(db_index=True, verbose_name=_("created at"))
 
     objects = MessageQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
         ordering = ["created_at"]
         constraints = [
             # One reply at a time per conversation, held by the database even across processes.
@@ -158,17 +185,21 @@ class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
 class ApiToken(models.Model):
     """A personal token for programs; only its SHA-256 is kept, the token itself is shown once."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16)
-    token_hash = models.CharField(max_length=64, unique=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    revoked_at = models.DateTimeField(null=True, blank=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens", verbose_name=_("user")
+    )
+    name = models.CharField(max_length=100, verbose_name=_("name"))
+    prefix = models.CharField(max_length=16, verbose_name=_("prefix"))
+    token_hash = models.CharField(max_length=64, unique=True, verbose_name=_("token hash"))
+    created_at = models.DateTimeField(auto_now_add=True, verbose_name=_("created at"))
+    last_used_at = models.DateTimeField(null=True, blank=True, verbose_name=_("last used at"))
+    revoked_at = models.DateTimeField(null=True, blank=True, verbose_name=_("revoked at"))
 
     objects = ApiTokenQuerySet.as_manager()
 
     class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
@@ -179,27 +210,46 @@ class UsageRecord(models.Model):
     """One finished reply's tokens, kept when its conversation goes, so usage and the daily limit hold."""
 
     # A user's data purged on request takes their ledger with it; a deleted conversation does not.
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="usage_records", verbose_name=_("user")
+    )
     conversation = models.ForeignKey(
-        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+        Conversation,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_records",
+        verbose_name=_("conversation"),
     )
     # One row per reply at most: the unique key keeps a reply from being counted twice.
     message = models.OneToOneField(
-        Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_record"
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_record",
+        verbose_name=_("message"),
     )
     api_token = models.ForeignKey(
-        ApiToken, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage_records"
+        ApiToken,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="usage_records",
+        verbose_name=_("api token"),
     )
-    model = models.CharField(max_length=100, blank=True)
-    prompt_tokens = models.PositiveIntegerField(default=0)
-    completion_tokens = models.PositiveIntegerField(default=0)
-    reasoning_tokens = models.PositiveIntegerField(default=0)
-    cache_hit_tokens = models.PositiveIntegerField(default=0)
-    cache_miss_tokens = models.PositiveIntegerField(default=0)
+    model = models.CharField(max_length=100, blank=True, verbose_name=_("model"))
+    prompt_tokens = models.PositiveIntegerField(default=0, verbose_name=_("prompt tokens"))
+    completion_tokens = models.PositiveIntegerField(default=0, verbose_name=_("completion tokens"))
+    reasoning_tokens = models.PositiveIntegerField(default=0, verbose_name=_("reasoning tokens"))
+    cache_hit_tokens = models.PositiveIntegerField(default=0, verbose_name=_("cache hit tokens"))
+    cache_miss_tokens = models.PositiveIntegerField(default=0, verbose_name=_("cache miss tokens"))
     # When the tokens were spent (the reply ended); the daily limit and the usage pages count by it.
-    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True, verbose_name=_("created at"))
 
     class Meta:
+        verbose_name = _("usage record")
+        verbose_name_plural = _("usage records")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["user", "created_at"], name="usage_user_created")]
 
@@ -210,14 +260,17 @@ class UsageRecord(models.Model):
 class Preferences(models.Model):
     """What a user chose for the page, kept on the account so every device follows it."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences", verbose_name=_("user")
+    )
     # One of settings.LANGUAGES, or blank: the browser's Accept-Language decides.
-    language = models.CharField(max_length=16, blank=True)
+    language = models.CharField(max_length=16, blank=True, verbose_name=_("language"))
     # Sent before every conversation's own system prompt in the page and /api/ (not in /v1 calls).
-    custom_instructions = models.TextField(blank=True)
+    custom_instructions = models.TextField(blank=True, verbose_name=_("custom instructions"))
 
     class Meta:
-        verbose_name_plural = "preferences"
+        verbose_name = _("preferences")
+        verbose_name_plural = _("preferences")
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"
@@ -227,17 +280,21 @@ class WordList(models.Model):
     """A list of words staff keep, and what the site does when a message or a reply holds one."""
 
     class Action(models.TextChoices):
-        MASK = "mask", "Mask the word in replies"
-        REFUSE = "refuse", "Refuse a user message that contains it"
-        FLAG = "flag", "Only flag the conversation for review"
+        MASK = "mask", _("Mask the word in replies")
+        REFUSE = "refuse", _("Refuse a user message that contains it")
+        FLAG = "flag", _("Only flag the conversation for review")
 
-    name = models.CharField(max_length=100)
-    action = models.CharField(max_length=10, choices=Action.choices, default=Action.MASK)
-    words = models.TextField(blank=True, help_text="One word or phrase a line; matched case-insensitively.")
-    enabled = models.BooleanField(default=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    name = models.CharField(max_length=100, verbose_name=_("name"))
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.MASK, verbose_name=_("action"))
+    words = models.TextField(
+        blank=True, help_text=_("One word or phrase a line; matched case-insensitively."), verbose_name=_("words")
+    )
+    enabled = models.BooleanField(default=True, verbose_name=_("enabled"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
 
     class Meta:
+        verbose_name = _("word list")
+        verbose_name_plural = _("word lists")
         ordering = ["name"]
 
     def __str__(self) -> str:

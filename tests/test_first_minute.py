@@ -340,3 +340,13 @@ def test_staff_read_a_transcript_with_its_versions_rendered_and_sanitised_in_chi
     assert rendered.locator(".katex").count() >= 2  # the question's formula, in both versions' replies
     assert staff.evaluate("window.pwned") is None
     assert rendered.locator("img[onerror]").count() == 0
+    # The admin's own words are Chinese too: model and field names, actions, the word lists' choices.
+    staff.goto(f"{base_url}/admin/")
+    index = set(staff.locator("#content-main a, #content-main caption").all_inner_texts())
+    assert {"聊天", "对话", "词表", "用量记录"} <= index, index
+    staff.goto(f"{base_url}/admin/chat/conversation/")
+    actions = staff.locator("select[name=action] option").all_inner_texts()
+    assert "标记待跟进" in actions and "导出为 JSON" in actions
+    staff.goto(f"{base_url}/admin/chat/wordlist/add/")
+    assert "在回复中遮盖该词" in staff.locator("#id_action").inner_text()
+    assert "每行一个词或短语" in staff.inner_text("body")

@@ -4,6 +4,7 @@ the sidebar groups conversations by date. In a real browser against real daphne,
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -311,6 +312,9 @@ def test_after_the_first_reply_a_short_clean_title_appears_in_the_conversations_
     expect(page.locator("#conversation-title")).to_have_text(title)
     expect(page.locator("#conversation-list li.active")).to_have_text(title)
     assert fake_upstream_server.requests[-1].body["max_tokens"] == 24  # the cheap call, a few tokens
+    # Each message shows its time, and the exact date and time on hover, in the page's language.
+    exact = page.locator(".msg.user time.sent-at").get_attribute("title")
+    assert re.search(r"\d{4}年" if _on_phone(device) else r"[A-Z][a-z]+ \d{1,2}, \d{4}", exact), exact
 
 
 def test_staff_read_a_transcript_with_its_versions_rendered_and_sanitised_in_chinese(browser, live_site):
@@ -350,3 +354,28 @@ def test_staff_read_a_transcript_with_its_versions_rendered_and_sanitised_in_chi
     staff.goto(f"{base_url}/admin/chat/wordlist/add/")
     assert "在回复中遮盖该词" in staff.locator("#id_action").inner_text()
     assert "每行一个词或短语" in staff.inner_text("body")
+
+
+def test_staffs_word_lists_mask_replies_and_refuse_messages_on_a_chinese_phone(browser, live_site):
+    code = (
+        "from chat.models import WordList; "
+        "WordList.objects.create(name='masked', action='mask', words='w3 w4'); "
+        "WordList.objects.create(name='refused', action='refuse', words='机密文件')"
+    )
+    subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=live_site.env, check=True)
+    base_url = live_site.start()
+    page = browser.new_context(**PHONE_ZH).new_page()
+    sign_up_in_browser(page, base_url, "filtered")
+    # A refused word: the message is not sent, the box keeps it, and the notice names the word in Chinese.
+    page.fill("#home-input", "请总结这份机密文件 [[fake tokens=3]]")
+    page.press("#home-input", "Enter")
+    expect(page.locator("#home-refusal")).to_contain_text("机密文件")
+    expect(page.locator("#home-refusal")).to_contain_text("本站不接受")
+    assert page.input_value("#home-input").startswith("请总结这份机密文件")
+    assert page.evaluate(COUNT_CONVERSATIONS) == 0
+    # A masked phrase never shows, however the stream splits it.
+    page.fill("#home-input", "count [[fake tokens=8]]")
+    page.press("#home-input", "Enter")
+    reply = page.locator(".msg.assistant")
+    expect(reply).to_have_attribute("data-status", "complete", timeout=15000)
+    expect(reply.locator(".content")).to_have_text("w0 w1 w2 ***** w5 w6 w7")

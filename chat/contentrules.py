@@ -125,12 +125,20 @@ RELOAD_SECONDS = 10.0
 _loaded: tuple[float, Rules] | None = None
 
 
+def fresh() -> Rules | None:
+    """The rules in force if read less than RELOAD_SECONDS ago, else None: async code skips a thread hop."""
+    if _loaded is not None and time.monotonic() - _loaded[0] < RELOAD_SECONDS:
+        return _loaded[1]
+    return None
+
+
 def current() -> Rules:
     """The rules in force (a database read at most every RELOAD_SECONDS per process)."""
     global _loaded
+    rules = fresh()
+    if rules is not None:
+        return rules
     now = time.monotonic()
-    if _loaded is not None and now - _loaded[0] < RELOAD_SECONDS:
-        return _loaded[1]
     from chat.models import WordList
 
     by_action: dict[str, list[str]] = {action: [] for action in WordList.Action.values}

@@ -153,8 +153,9 @@ class DeltaWriter:
     ) -> None:
         self.conversation_id = conversation_id
         # Staff's mask list: a word split over upstream chunks is still caught (a short hold-back).
-        self._content_mask = contentrules.StreamMasker(mask or contentrules.WordSet.of([]))
-        self._reasoning_mask = contentrules.StreamMasker(mask or contentrules.WordSet.of([]))
+        words = mask or contentrules.WordSet.of([])
+        self._content_mask = contentrules.StreamMasker(words)
+        self._reasoning_mask = contentrules.StreamMasker(words)
         self.message_id = message_id
         self.store = store
         self.seq = 0
@@ -416,7 +417,8 @@ async def _run_reply(run: ReplyRun) -> None:
     logs.bind(conversation_id=context.conversation_id)
     store = get_store()
     started_at = time.monotonic()
-    rules = await database_sync_to_async(contentrules.current)()
+    # The lists are read from the database at most every few seconds: most replies need no trip to the sync thread.
+    rules = contentrules.fresh() or await database_sync_to_async(contentrules.current)()
     writer = DeltaWriter(
         conversation_id=context.conversation_id, message_id=run.message_id, store=store, mask=rules.mask
     )

@@ -14,7 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
-from chat import events
+from chat import events, titles
 from chat.models import Conversation, Message, Preferences, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 from chat.streamstate import get_store
@@ -264,9 +264,8 @@ def title_request(*, message_id: uuid.UUID) -> tuple[uuid.UUID, str, str, str] |
     conversation = reply.conversation
     if conversation.messages.filter(role=Message.Role.ASSISTANT).count() != 1:
         return None
-    from chat.titles import first_line, shorten
-
     question = reply.parent.content
-    if conversation.title not in {first_line(question), shorten(" ".join(question.split()))}:
+    # The automatic title, or the whole first message shortened (as titles were made before titles.automatic).
+    if conversation.title not in {titles.automatic(question), titles.shorten(" ".join(question.split()))}:
         return None  # named by the user (or already by the model)
     return conversation.id, question, reply.content, conversation.title

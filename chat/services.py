@@ -186,11 +186,6 @@ def _flag_for_words(*, conversation_id: uuid.UUID, text: str, whose: str) -> Non
     conversation.save(update_fields=["flagged", "review_notes"])
 
 
-def _automatic_title(content: str) -> str:
-    """A title at once: the first line of the first message, without Markdown (the model may write a better one)."""
-    return titles.first_line(content) or titles.shorten(" ".join(content.split()))
-
-
 def conversation_retitle(*, conversation_id: uuid.UUID, title: str, replacing: str) -> Conversation | None:
     """Put the model's title in place of the first-line one, unless the user renamed the conversation meanwhile."""
     with transaction.atomic():
@@ -404,7 +399,7 @@ def completion_create(
         model=_validate_model(model),
         thinking=thinking,
         system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
-        title=_automatic_title(next(content for role, content in turns if role == Message.Role.USER)),
+        title=titles.automatic(next(content for role, content in turns if role == Message.Role.USER)),
     )
     now = timezone.now()
     with transaction.atomic():
@@ -446,7 +441,7 @@ def message_send(*, conversation: Conversation, content: Any, client_id: Any = "
             )
             reply = _reply_start(conversation=conversation, parent=user_message)
             if not conversation.title:
-                conversation.title = _automatic_title(text)
+                conversation.title = titles.automatic(text)
             conversation.save(update_fields=["title", "updated_at"])
             _flag_for_words(conversation_id=conversation.id, text=text, whose="the user's message")
             events.conversation_updated_on_commit(conversation)

@@ -46,6 +46,11 @@ def first_line(text: str) -> str:
     return ""
 
 
+def automatic(content: str) -> str:
+    """A title at once: the first message's first line without Markdown (the model may write a better one)."""
+    return first_line(content) or shorten(" ".join(content.split()))
+
+
 def clean(title: str) -> str:
     """A model's title on one line: no "Title:" label, quotes, Markdown or closing punctuation."""
     return first_line(_LABEL.sub("", title.strip().strip(_EDGE)))

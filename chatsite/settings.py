@@ -1,42 +1,148 @@
-"""One settings module, read from the environment (a `.env` file may supply values; real env wins)."""
+"""One settings module, read from the environment (a `.env` file may supply values; real env wins).
+
+How values are read (django-environ, through the one `env` below):
+- An empty or blank variable (`NAME=` in `.env`, `NAME: ${NAME:-}` in compose) means "use the default",
+  for every variable but one: an empty `CHAT_TITLE_MODEL` turns titles off, as `off` does.
+- Values are stripped of surrounding blanks. Booleans are 1/0, true/false, yes/no or on/off; lists are
+  comma-separated. Anything else stops start-up with ImproperlyConfigured naming the variable.
+- `.env` (or the file DJANGO_ENV_FILE names) holds one KEY=value a line, taken literally: no inline
+  comments, no `${...}` expansion. A value starting with `$` names another variable (django-environ).
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
-import dj_database_url
-from dotenv import load_dotenv
+import environ
+from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-load_dotenv(BASE_DIR / ".env", override=False)
+
+_T = TypeVar("_T")
+
+
+class _NonBlankEnviron(Mapping[str, str]):
+    """os.environ with values stripped and blank ones left out: an empty variable means its default."""
+
+    def __getitem__(self, name: str) -> str:
+        value = os.environ[name].strip()
+        if not value:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, value in os.environ.items() if value.strip())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class _Env(environ.Env):
+    """django-environ's reader, over the non-blank variables only (as FileAwareEnv swaps in its mapping)."""
+
+    ENVIRON = _NonBlankEnviron()
+
+
+env = _Env()
+
+
+def _read_env_file() -> None:
+    """Load `.env` under the real environment; DJANGO_ENV_FILE may name another file (tests use one)."""
+    named = os.environ.get("DJANGO_ENV_FILE", "").strip()
+    path = Path(named) if named else BASE_DIR / ".env"
+    if not path.is_file():
+        if named:
+            raise ImproperlyConfigured(f"DJANGO_ENV_FILE names {named!r}, which is not a file")
+        return  # no .env: the environment alone configures the site (django-environ would log about it)
+    environ.Env.read_env(path, overwrite=False)
+
+
+_read_env_file()
+
+
+def _checked(name: str, expected: str, read: Callable[[], _T]) -> _T:
+    """Run one read; django-environ's own errors name neither the variable nor what it wanted."""
+    try:
+        return read()
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be {expected}, got {os.environ.get(name, '')!r}") from None
 
 
 def env_str(name: str, default: str = "") -> str:
-    """Read a string setting, treating an empty value as unset."""
-    value = os.environ.get(name, "").strip()
-    return value or default
+    """Read a text setting."""
+    return env.str(name, default=default)
+
+
+def env_int(name: str, default: int) -> int:
+    """Read a whole-number setting."""
+    return _checked(name, "a whole number", lambda: env.int(name, default=default))
+
+
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)")
+
+
+def _float(name: str, default: float) -> float:
+    """env.float, refusing what it would misread: it drops every character but digits, `,`, `.` and `-`."""
+    value = env.ENVIRON.get(name)
+    if value is not None and not _DECIMAL.fullmatch(value):
+        raise ValueError(name)
+    return env.float(name, default=default)
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a number setting (seconds, mostly)."""
+    return float(_checked(name, "a number such as 0.05 or 60", lambda: _float(name, default)))
+
+
+_BOOLEANS = {"1", "0", "true", "false", "yes", "no", "on", "off"}
+
+
+def _bool(name: str, default: bool) -> bool:
+    """env.bool, refusing the words it would silently read as false (`maybe`, `ture`)."""
+    value = env.ENVIRON.get(name)
+    if value is not None and value.lower() not in _BOOLEANS:
+        raise ValueError(name)
+    return env.bool(name, default=default)
 
 
 def env_bool(name: str, default: bool = False) -> bool:
     """Read a boolean setting written as 1/0, true/false, yes/no or on/off."""
-    value = env_str(name)
-    if not value:
-        return default
-    return value.lower() in {"1", "true", "yes", "on"}
+    return _checked(name, "1/0, true/false, yes/no or on/off", lambda: _bool(name, default))
 
 
-def env_list(name: str, default: str = "") -> list[str]:
-    """Read a comma-separated list setting."""
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    """Read a comma-separated list setting; blanks around items and empty items are dropped."""
+    return [item for item in env.list(name, cast=str.strip, default=default or []) if item]
 
 
-def env_float(name: str, default: float) -> float:
-    """Read a number setting."""
-    return float(env_str(name, str(default)))
+def _database(default_url: str) -> dict[str, Any]:
+    """DATABASE_URL as a DATABASES entry, with the connection options dj-database-url used to set.
+
+    A bad URL is reported without its text, which holds the password (so is django-environ's warning hidden).
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            config = env.db_url("DATABASE_URL", default=default_url)
+    except ValueError:
+        config = {}
+    if config.get("ENGINE") not in env.DB_SCHEMES.values():
+        raise ImproperlyConfigured(
+            "DATABASE_URL must be a database URL such as sqlite:///path/db.sqlite3 or postgres://user:pass@host/name"
+            " (its value is not shown: it may hold a password)"
+        )
+    config["CONN_MAX_AGE"] = 0  # always, whatever the URL says: see the PostgreSQL pool below
+    config.setdefault("CONN_HEALTH_CHECKS", False)
+    config.setdefault("DISABLE_SERVER_SIDE_CURSORS", False)
+    return config
 
 
 def _secret_key() -> str:
@@ -56,7 +162,7 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
@@ -80,7 +186,6 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "chat.tokens.bearer_token_middleware",
     "chat.language.user_language_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -106,12 +211,7 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": dj_database_url.parse(
-        env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
-        conn_max_age=0,
-    )
-}
+DATABASES = {"default": _database(f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Replies are checkpointed from worker threads while pages read: WAL and a busy timeout avoid
     # "database is locked", and IMMEDIATE transactions avoid lock upgrades that fail at once.
@@ -126,8 +226,8 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Under ASGI every sync call may run on another thread, so connections are not kept per thread
     # (CONN_MAX_AGE=0); psycopg's pool keeps a few open per process and hands them out instead.
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
-        "min_size": int(env_str("DATABASE_POOL_MIN_SIZE", "1")),
-        "max_size": int(env_str("DATABASE_POOL_MAX_SIZE", "10")),
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10),
         "timeout": 10,
     }
 
@@ -198,7 +298,7 @@ if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = env_bool("DJANGO_SSL_REDIRECT", True)
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
-    SECURE_HSTS_SECONDS = int(env_str("DJANGO_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", True)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", True)
 SESSION_COOKIE_SECURE = env_bool(
@@ -212,40 +312,41 @@ SECURE_REFERRER_POLICY = "same-origin"
 # DeepSeek upstream.
 DEEPSEEK_API_KEY = env_str("DEEPSEEK_API_KEY")
 DEEPSEEK_BASE_URL = env_str("DEEPSEEK_BASE_URL", "https://api.deepseek.com")
-DEEPSEEK_MODELS = env_list("DEEPSEEK_MODELS", "deepseek-v4-flash,deepseek-v4-pro")
+DEEPSEEK_MODELS = env_list("DEEPSEEK_MODELS", ["deepseek-v4-flash", "deepseek-v4-pro"])
 # After a conversation's first reply, one non-thinking call to this model (a few tokens) writes its title;
-# `off`: titles stay the first line of the first message.
-CHAT_TITLE_MODEL = env_str("CHAT_TITLE_MODEL", "deepseek-v4-flash")
+# `off`, or set but empty (the one variable where empty is not the default): titles stay the first line
+# of the first message.
+CHAT_TITLE_MODEL = env_str("CHAT_TITLE_MODEL", "" if "CHAT_TITLE_MODEL" in os.environ else "deepseek-v4-flash")
 if CHAT_TITLE_MODEL.lower() == "off":
     CHAT_TITLE_MODEL = ""
 DEEPSEEK_STREAM_IDLE_TIMEOUT = env_float("DEEPSEEK_STREAM_IDLE_TIMEOUT", 60)
 DEEPSEEK_REQUEST_TIMEOUT = env_float("DEEPSEEK_REQUEST_TIMEOUT", 600)  # the overall deadline of one reply
 # The most output tokens a call may ask for; /v1's max_tokens / max_completion_tokens are clamped to it.
-DEEPSEEK_MAX_OUTPUT_TOKENS = int(env_str("DEEPSEEK_MAX_OUTPUT_TOKENS", "65536"))
+DEEPSEEK_MAX_OUTPUT_TOKENS = env_int("DEEPSEEK_MAX_OUTPUT_TOKENS", 65536)
 # Retries happen only before the first byte (429, 5xx, connection errors), within this much waiting.
 DEEPSEEK_RETRY_BUDGET_SECONDS = env_float("DEEPSEEK_RETRY_BUDGET_SECONDS", 20)
 DEEPSEEK_RETRY_BASE_SECONDS = env_float("DEEPSEEK_RETRY_BASE_SECONDS", 1.0)
 
 # Chat behaviour.
-CHAT_MAX_MESSAGE_CHARS = int(env_str("CHAT_MAX_MESSAGE_CHARS", "32000"))
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
 CHAT_CHECKPOINT_SECONDS = env_float("CHAT_CHECKPOINT_SECONDS", 1.0)
 CHAT_COALESCE_SECONDS = env_float("CHAT_COALESCE_SECONDS", 0.05)
 CHAT_REPLY_LEASE_SECONDS = env_float("CHAT_REPLY_LEASE_SECONDS", 15)
 # Per-user limits (0 turns one off), counted in Redis when REDIS_URL is set.
-CHAT_LIMIT_MESSAGES_PER_MINUTE = int(env_str("CHAT_LIMIT_MESSAGES_PER_MINUTE", "20"))
-CHAT_LIMIT_CONCURRENT_REPLIES = int(env_str("CHAT_LIMIT_CONCURRENT_REPLIES", "3"))
-CHAT_LIMIT_DAILY_TOKENS = int(env_str("CHAT_LIMIT_DAILY_TOKENS", "0"))
+CHAT_LIMIT_MESSAGES_PER_MINUTE = env_int("CHAT_LIMIT_MESSAGES_PER_MINUTE", 20)
+CHAT_LIMIT_CONCURRENT_REPLIES = env_int("CHAT_LIMIT_CONCURRENT_REPLIES", 3)
+CHAT_LIMIT_DAILY_TOKENS = env_int("CHAT_LIMIT_DAILY_TOKENS", 0)
 # Sign-in and sign-up throttles (0 turns one off), counted in Redis when REDIS_URL is set (chat/throttle.py).
-CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT = int(env_str("CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT", "10"))  # per 15 minutes
-CHAT_LOGIN_ATTEMPTS_PER_ADDRESS = int(env_str("CHAT_LOGIN_ATTEMPTS_PER_ADDRESS", "50"))  # per 15 minutes
-CHAT_SIGNUPS_PER_ADDRESS = int(env_str("CHAT_SIGNUPS_PER_ADDRESS", "10"))  # per hour
+CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT = env_int("CHAT_LOGIN_ATTEMPTS_PER_ACCOUNT", 10)  # per 15 minutes
+CHAT_LOGIN_ATTEMPTS_PER_ADDRESS = env_int("CHAT_LOGIN_ATTEMPTS_PER_ADDRESS", 50)  # per 15 minutes
+CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)  # per hour
 # Open sockets (conversation and sidebar) per user, across every process; the next is refused.
-CHAT_LIMIT_SOCKETS_PER_USER = int(env_str("CHAT_LIMIT_SOCKETS_PER_USER", "50"))
+CHAT_LIMIT_SOCKETS_PER_USER = env_int("CHAT_LIMIT_SOCKETS_PER_USER", 50)
 # The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
-CHAT_CONTEXT_TOKENS = int(env_str("CHAT_CONTEXT_TOKENS", "100000"))
-# SSE streams send a `: ping` comment after this many seconds without an event.
+CHAT_CONTEXT_TOKENS = env_int("CHAT_CONTEXT_TOKENS", 100000)
 # Bearer token Prometheus sends to /metrics; unset, /metrics answers 404.
 CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN")
+# SSE streams send a `: ping` comment after this many seconds without an event.
 CHAT_SSE_HEARTBEAT_SECONDS = env_float("CHAT_SSE_HEARTBEAT_SECONDS", 15)
 # The simulator's pace, in seconds per token; tests make it faster.
 CHAT_SIMULATOR_TOKEN_SECONDS = env_float("CHAT_SIMULATOR_TOKEN_SECONDS", 0.03)

@@ -13,7 +13,7 @@ from django.shortcuts import redirect
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from chat import tokens
+from chat import services
 
 
 class PasswordChangeWithTokensForm(PasswordChangeForm):
@@ -38,7 +38,7 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         """Save the new password (Django keeps this session signed in), then revoke tokens if asked."""
         response = super().form_valid(form)
         if form.cleaned_data.get("revoke_tokens"):
-            tokens.tokens_revoke_all(user=form.user)
+            services.tokens_revoke_all(user=form.user)
         return response
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
@@ -50,5 +50,5 @@ class PasswordChangeView(auth_views.PasswordChangeView):
 @require_POST
 def tokens_revoke_all(request: HttpRequest) -> HttpResponse:
     """Revoke every API token of the signed-in user at once (a session and CSRF token are required)."""
-    tokens.tokens_revoke_all(user=request.user)
+    services.tokens_revoke_all(user=request.user)
     return redirect("chat:tokens")

@@ -16,7 +16,7 @@ from django.contrib.auth.signals import user_logged_out
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from chat import events, tokens
+from chat import events, services
 
 
 def session_holds(*, session_key: str | None, user_id: int) -> bool:
@@ -46,7 +46,7 @@ def _user_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> Non
     # has finished, so it is set here exactly when the password was changed.
     password_changed = getattr(instance, "_password", None) is not None
     if not instance.is_active:
-        tokens.tokens_revoke_all(user=instance)
+        services.tokens_revoke_all(user=instance)
     if password_changed or not instance.is_active:
         events.sessions_changed_on_commit(user_id=instance.pk)
 

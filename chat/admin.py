@@ -18,11 +18,10 @@ from django.forms import Script
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
-from chat import contentrules, review, signin
+from chat import review, services, signin
 from chat.models import Conversation, Message, UsageRecord, WordList
 
 MESSAGE_FIELDS = (
@@ -172,21 +171,28 @@ class ConversationAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Conversation, form: object, change: bool) -> None:
         """Only the flag and the notes change (the rest is read-only); say who reviewed it."""
-        obj.reviewed_by, obj.reviewed_at = request.user, timezone.now()
-        Conversation.objects.filter(pk=obj.pk).update(
-            flagged=obj.flagged, review_notes=obj.review_notes, reviewed_by=request.user, reviewed_at=obj.reviewed_at
+        services.conversation_review(
+            conversation=obj, reviewer=request.user, flagged=obj.flagged, notes=obj.review_notes
         )
+
+    def delete_model(self, request: HttpRequest, obj: Conversation) -> None:
+        """As the owner's delete does: a reply being written stops, and the owner's open pages are told."""
+        services.conversation_delete(conversation=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        for conversation in queryset:
+            services.conversation_delete(conversation=conversation)
 
     @admin.action(description=gettext_lazy("Flag for follow-up"))
     def flag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=True)
+        count = services.conversations_flag(conversations=queryset, reviewer=request.user, flagged=True)
         _log(request, queryset, "Flagged for follow-up.")
         done = ngettext("Flagged %(count)d conversation.", "Flagged %(count)d conversations.", count) % {"count": count}
         self.message_user(request, done, messages.SUCCESS)
 
     @admin.action(description=gettext_lazy("Remove the flag"))
     def unflag(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
-        count = review.conversations_flag(conversations=queryset, reviewer=request.user, flagged=False)
+        count = services.conversations_flag(conversations=queryset, reviewer=request.user, flagged=False)
         _log(request, queryset, "Flag removed.")
         done = ngettext("Unflagged %(count)d conversation.", "Unflagged %(count)d conversations.", count) % {
             "count": count
@@ -305,11 +311,11 @@ class ChatUserAdmin(UserAdmin):
 
     def delete_model(self, request: HttpRequest, obj: object) -> None:
         """Deleting a user stops their replies and tells their open pages, then removes everything."""
-        review.user_delete(user=obj)
+        services.user_delete(user=obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for user in queryset:
-            review.user_delete(user=user)
+            services.user_delete(user=user)
 
 
 @admin.register(WordList)
@@ -327,5 +333,12 @@ class WordListAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: WordList, form: Any, change: bool) -> None:
         """Save, and make this process read the lists again at once."""
-        super().save_model(request, obj, form, change)
-        contentrules.forget()
+        services.word_list_save(word_list=obj)
+
+    def delete_model(self, request: HttpRequest, obj: WordList) -> None:
+        """Delete, and make this process read the lists again at once."""
+        services.word_list_delete(word_list=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WordList]) -> None:
+        for word_list in queryset:
+            services.word_list_delete(word_list=word_list)

@@ -3,6 +3,11 @@
 from django.apps import AppConfig
 from django.utils.translation import gettext_lazy as _
 
+from chat import runner
+
+# Imported on the first launch or stop, so that importing chat.services imports no reply writer.
+RUNNER = "chat.generation.GenerationRunner"
+
 
 class ChatConfig(AppConfig):
     """Conversations with DeepSeek, streamed to every tab."""
@@ -12,5 +17,7 @@ class ChatConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
-        """Connect the receivers that end sockets and tokens when an account changes."""
+        """Connect the account receivers, and name the reply runner without importing it (chat.runner)."""
         from chat import accounts  # noqa: F401 - imported for its signal receivers
+
+        runner.register(RUNNER)

@@ -8,14 +8,17 @@ itself would send: `chat.completion.chunk` objects with `reasoning_content`, the
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.utils import formats
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
-from chat import inputs
+from chat import fields, inputs
 
 SYSTEM_ROLES = {"system", "developer"}
 CHAT_ROLES = {"user", "assistant"}
@@ -86,7 +89,11 @@ def error_body(message: str, *, status: int, code: str, param: str | None = None
     }
 
 
-def _text(content: Any, *, index: int) -> str:
+def _refuse(detail: str, code: str = "invalid_request") -> PydanticCustomError:
+    return fields.refuse(code, detail)
+
+
+def _text(content: Any) -> str:
     """A message's text: a string, or the text parts of a content list; anything else is refused."""
     if content is None:
         return ""
@@ -96,141 +103,175 @@ def _text(content: Any, *, index: int) -> str:
         texts = []
         for part in content:
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidCall(gettext("Only text content is supported."), param=f"messages[{index}].content")
+                raise _refuse(gettext("Only text content is supported."))
             texts.append(part["text"])
         return "".join(texts)
-    raise InvalidCall(gettext("A message's content must be text."), param=f"messages[{index}].content")
+    raise _refuse(gettext("A message's content must be text."))
 
 
-def _choice(value: Any, choices: set[str]) -> bool:
-    """Whether a value is one of these strings; a list or an object is not (and is not hashed)."""
-    return isinstance(value, str) and value in choices
-
-
-def _number(body: dict[str, Any], name: str, low: float, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidCall(
-            gettext("`%(name)s` must be a number from %(low)s to %(high)s.")
-            % {"name": name, "low": f"{low:g}", "high": f"{high:g}"},
-            param=name,
-        )
+def _role(value: Any) -> str:
+    if not isinstance(value, str) or value not in SYSTEM_ROLES | CHAT_ROLES:
+        shown = value if isinstance(value, str) else None
+        raise _refuse(gettext("Unsupported role %(role)s: use system, user or assistant.") % {"role": repr(shown)})
     return value
 
 
-def _max_tokens(body: dict[str, Any]) -> int | None:
-    """The output limit asked for, clamped to the model's maximum (DEEPSEEK_MAX_OUTPUT_TOKENS)."""
-    name = "max_completion_tokens" if body.get("max_completion_tokens") is not None else "max_tokens"
-    value = body.get(name)
+def _messages(value: Any) -> Any:
+    if not isinstance(value, list) or not value:
+        raise _refuse(gettext("`messages` must be a non-empty list."))
+    if len(value) > MAX_MESSAGES:
+        raise _refuse(
+            gettext("At most %(most)s messages are taken in one call.")
+            % {"most": formats.number_format(MAX_MESSAGES, force_grouping=True)}
+        )
+    return [item if isinstance(item, dict) else {"role": None} for item in value]
+
+
+def _unsupported(detail: str) -> Callable[[Any], None]:
+    """A feature this site does not relay: refused by name rather than silently dropped."""
+
+    def check(value: Any) -> None:
+        if value:
+            raise _refuse(gettext(detail), "unsupported_parameter")
+
+    return check
+
+
+def _n(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or value != 1):
+        raise _refuse(gettext("Only one choice (`n` = 1) is supported."), "unsupported_parameter")
+    return value
+
+
+def _number(name: str, low: float, high: float) -> Callable[[Any], float | None]:
+    def check(value: Any) -> float | None:
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high
+        ):
+            raise _refuse(
+                gettext("`%(name)s` must be a number from %(low)s to %(high)s.")
+                % {"name": name, "low": f"{low:g}", "high": f"{high:g}"}
+            )
+        return value
+
+    return check
+
+
+def _positive(name: str) -> Callable[[Any], int | None]:
+    def check(value: Any) -> int | None:
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise _refuse(gettext("`%(name)s` must be a positive whole number.") % {"name": name})
+        return value
+
+    return check
+
+
+def _stop(value: Any) -> list[str] | None:
+    """Up to MAX_STOP stop sequences of up to MAX_STOP_CHARS characters each, as OpenAI allows."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidCall(gettext("`%(name)s` must be a positive whole number.") % {"name": name}, param=name)
-    return min(value, settings.DEEPSEEK_MAX_OUTPUT_TOKENS)
-
-
-def _stop(body: dict[str, Any]) -> list[str] | None:
-    """Up to MAX_STOP stop sequences of up to MAX_STOP_CHARS characters each, as OpenAI allows."""
-    stop = body.get("stop")
-    if stop is None:
-        return None
-    if isinstance(stop, str):
-        stop = [stop]
+    stop = [value] if isinstance(value, str) else value
     if (
         not isinstance(stop, list)
         or len(stop) > MAX_STOP
         or not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop)
     ):
-        raise InvalidCall(
+        raise _refuse(
             gettext("`stop` must be a string or a list of up to %(count)d strings of up to %(chars)d characters.")
-            % {"count": MAX_STOP, "chars": MAX_STOP_CHARS},
-            param="stop",
+            % {"count": MAX_STOP, "chars": MAX_STOP_CHARS}
         )
     return stop
 
 
-def _options(body: dict[str, Any]) -> dict[str, Any]:
-    """The sampling options passed on to DeepSeek as given, once checked."""
-    options: dict[str, Any] = {}
-    max_tokens = _max_tokens(body)
-    if max_tokens is not None:
-        options["max_tokens"] = max_tokens
-    for name, low, high in (
-        ("temperature", 0, 2),
-        ("top_p", 0, 1),
-        ("presence_penalty", -2, 2),
-        ("frequency_penalty", -2, 2),
-    ):
-        value = _number(body, name, low, high)
-        if value is not None:
-            options[name] = value
-    stop = _stop(body)
-    if stop is not None:
-        options["stop"] = stop
-    response_format = body.get("response_format")
-    if response_format is not None:
-        if not isinstance(response_format, dict) or not _choice(response_format.get("type"), {"text", "json_object"}):
-            raise InvalidCall(
-                gettext("`response_format.type` must be `text` or `json_object`."), param="response_format"
-            )
-        options["response_format"] = {"type": response_format["type"]}
-    return options
+def _choice_of(key: str, choices: set[str], detail: str) -> Callable[[Any], dict[str, str] | None]:
+    """An object whose `key` is one of these strings (`{"type": "enabled"}`), or null."""
+
+    def check(value: Any) -> dict[str, str] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get(key), str) or value[key] not in choices:
+            raise _refuse(gettext(detail))
+        return {key: value[key]}
+
+    return check
 
 
-def _refuse_unsupported(body: dict[str, Any]) -> None:
-    """Features this site does not relay are refused, rather than silently dropped."""
-    if body.get("tools") or body.get("functions"):
-        raise InvalidCall(
-            gettext("Tool calls are not supported by this site."), param="tools", code="unsupported_parameter"
-        )
-    if body.get("n") is not None and (isinstance(body["n"], bool) or body["n"] != 1):
-        raise InvalidCall(gettext("Only one choice (`n` = 1) is supported."), param="n", code="unsupported_parameter")
-    if body.get("logprobs"):
-        raise InvalidCall(gettext("`logprobs` is not supported."), param="logprobs", code="unsupported_parameter")
-
-
-def _thinking(body: dict[str, Any]) -> bool:
-    """DeepSeek's `thinking: {type: enabled|disabled}`; on unless the call turns it off."""
-    thinking = body.get("thinking")
-    if thinking is None:
-        return True
-    if not isinstance(thinking, dict) or not _choice(thinking.get("type"), {"enabled", "disabled"}):
-        raise InvalidCall(gettext("`thinking.type` must be `enabled` or `disabled`."), param="thinking")
-    return thinking["type"] == "enabled"
-
-
-def _flag(body: dict[str, Any], name: str) -> bool:
+def _flag(name: str) -> Callable[[Any], bool]:
     """A true/false parameter; absent or null is false, another type is refused."""
-    value = body.get(name)
-    if value is not None and not isinstance(value, bool):
-        raise InvalidCall(gettext("`%(name)s` must be true or false.") % {"name": name}, param=name)
-    return bool(value)
+
+    def check(value: Any) -> bool:
+        if value is not None and not isinstance(value, bool):
+            raise _refuse(gettext("`%(name)s` must be true or false.") % {"name": name})
+        return bool(value)
+
+    return check
 
 
-def _include_usage(body: dict[str, Any]) -> bool:
-    """`stream_options.include_usage`, checked like any other flag."""
-    stream_options = body.get("stream_options")
-    if stream_options is None:
-        return False
-    if not isinstance(stream_options, dict):
-        raise InvalidCall(gettext("`stream_options` must be an object."), param="stream_options")
-    try:
-        return _flag(stream_options, "include_usage")
-    except InvalidCall as exc:
-        raise InvalidCall(exc.message, param="stream_options.include_usage") from exc
+def _model_id(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _refuse(gettext("`model` must be a model id."))
+    return value
 
 
-def _read_body(raw: bytes) -> dict[str, Any]:
-    """The call as a JSON object, read by the shared edge reader (bounded, no NUL, no lone surrogate)."""
-    try:
-        body = inputs.loads(raw or b"null", syntax_code="invalid_request")
-    except inputs.InvalidInput as exc:
-        raise InvalidCall(exc.detail, param=exc.field, code=exc.code) from exc
-    if not isinstance(body, dict):
-        raise InvalidCall(gettext("The request body must be a JSON object."))
-    return body
+def _stream_options(value: Any) -> Any:
+    if value is not None and not isinstance(value, dict):
+        raise _refuse(gettext("`stream_options` must be an object."))
+    return value
+
+
+# Messages ought to be read in the SDK's own terms (`openai.types.chat.ChatCompletionMessageParam`);
+# these are the parts of it this site relays, each refused in OpenAI's words, naming the parameter.
+gettext_noop("Tool calls are not supported by this site.")
+gettext_noop("`logprobs` is not supported.")
+
+
+class ChatMessage(BaseModel):
+    """One message of the call; keys this site does not use (`name`, …) are ignored."""
+
+    role: Annotated[Literal["system", "developer", "user", "assistant"], BeforeValidator(_role)]
+    content: Annotated[str, BeforeValidator(_text)] = ""
+
+
+class StreamOptions(BaseModel):
+    """`stream_options`: OpenAI's way to ask for a last chunk with the usage."""
+
+    include_usage: Annotated[bool, BeforeValidator(_flag("include_usage"))] = False
+
+
+class ChatCompletionIn(BaseModel):
+    """`POST /v1/chat/completions`, as OpenAI's SDKs send it; unknown parameters are ignored, as DeepSeek does."""
+
+    tools: Annotated[None, BeforeValidator(_unsupported("Tool calls are not supported by this site."))] = None
+    functions: Annotated[None, BeforeValidator(_unsupported("Tool calls are not supported by this site."))] = None
+    n: Annotated[int | None, BeforeValidator(_n)] = None
+    logprobs: Annotated[None, BeforeValidator(_unsupported("`logprobs` is not supported."))] = None
+    messages: Annotated[list[ChatMessage], BeforeValidator(_messages)] = Field(default=None, validate_default=True)
+    model: Annotated[str | None, BeforeValidator(_model_id)] = None
+    thinking: Annotated[
+        dict[str, str] | None,
+        BeforeValidator(
+            _choice_of("type", {"enabled", "disabled"}, "`thinking.type` must be `enabled` or `disabled`.")
+        ),
+    ] = Field(default=None, description="DeepSeek's `{type: enabled|disabled}`; on unless turned off.")
+    max_tokens: Annotated[int | None, BeforeValidator(_positive("max_tokens"))] = None
+    max_completion_tokens: Annotated[int | None, BeforeValidator(_positive("max_completion_tokens"))] = None
+    temperature: Annotated[float | None, BeforeValidator(_number("temperature", 0, 2))] = None
+    top_p: Annotated[float | None, BeforeValidator(_number("top_p", 0, 1))] = None
+    presence_penalty: Annotated[float | None, BeforeValidator(_number("presence_penalty", -2, 2))] = None
+    frequency_penalty: Annotated[float | None, BeforeValidator(_number("frequency_penalty", -2, 2))] = None
+    stop: Annotated[list[str] | None, BeforeValidator(_stop)] = None
+    response_format: Annotated[
+        dict[str, str] | None,
+        BeforeValidator(
+            _choice_of("type", {"text", "json_object"}, "`response_format.type` must be `text` or `json_object`.")
+        ),
+    ] = None
+    stream: Annotated[bool, BeforeValidator(_flag("stream"))] = False
+    stream_options: Annotated[StreamOptions | None, BeforeValidator(_stream_options)] = None
+
+
+gettext_noop("`thinking.type` must be `enabled` or `disabled`.")
+gettext_noop("`response_format.type` must be `text` or `json_object`.")
 
 
 def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
@@ -247,46 +288,86 @@ def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
         )
 
 
+def _check_texts(system_prompt: str, turns: list[tuple[str, str]]) -> None:
+    """Each text within what the site stores, as a chat message is; the last one a message it would send."""
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    for name, text in [("system prompt", system_prompt), *(("message", text) for _, text in turns)]:
+        if len(text) > limit:
+            raise InvalidCall(
+                gettext("The %(field)s is too long (at most %(limit)s characters).")
+                % {"field": gettext(name), "limit": f"{limit:,}"},
+                param="messages",
+                code="invalid_field",
+            )
+    try:
+        fields.content(turns[-1][1])
+    except PydanticCustomError as exc:
+        raise InvalidCall(str(exc), param="messages", code=exc.type) from exc
+
+
+def _options(body: ChatCompletionIn) -> dict[str, Any]:
+    """The sampling options passed on to DeepSeek as given; the output limit clamped to the model's maximum."""
+    options: dict[str, Any] = {}
+    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+    if max_tokens is not None:
+        options["max_tokens"] = min(max_tokens, settings.DEEPSEEK_MAX_OUTPUT_TOKENS)
+    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "response_format"):
+        value = getattr(body, name)
+        if value is not None:
+            options[name] = value
+    return options
+
+
+def invalid_call(errors: Sequence[dict[str, Any]], *, skip: int = 0) -> InvalidCall:
+    """The first error of the call's schema as OpenAI names it: the parameter (`messages[2].content`) and a code."""
+    refusal = fields.refusal_of(errors, skip=skip)
+    code = "invalid_request" if refusal.code == "invalid_field" else refusal.code
+    return InvalidCall(refusal.detail, param=refusal.field, code=code)
+
+
 def parse_call(raw: bytes) -> CompletionCall:
-    """Read a chat completions request body, or refuse it saying which parameter is wrong."""
-    body = _read_body(raw)
-    _refuse_unsupported(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidCall(gettext("`messages` must be a non-empty list."), param="messages")
-    if len(messages) > MAX_MESSAGES:
-        raise InvalidCall(
-            gettext("At most %(most)s messages are taken in one call.")
-            % {"most": formats.number_format(MAX_MESSAGES, force_grouping=True)},
-            param="messages",
-        )
+    """Read a request body as the endpoint does (edge reader, schema, rules): for programs and tests outside ninja."""
+    try:
+        data = inputs.loads(raw or b"null", syntax_code="invalid_request")
+    except inputs.InvalidInput as exc:
+        raise InvalidCall(exc.detail, param=exc.field, code=exc.code) from exc
+    if not isinstance(data, dict):
+        raise InvalidCall(gettext("The request body must be a JSON object."))
+    try:
+        body = ChatCompletionIn.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_call(exc.errors()) from exc
+    return call_of(body)
+
+
+def call_of(body: ChatCompletionIn) -> CompletionCall:
+    """A validated chat completions request in our terms, or refused saying which parameter is wrong."""
     system: list[str] = []
     turns: list[tuple[str, str]] = []
-    for index, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) and isinstance(message.get("role"), str) else None
-        if role in SYSTEM_ROLES:
-            system.append(_text(message.get("content"), index=index))
-        elif role in CHAT_ROLES:
-            turns.append((role, _text(message.get("content"), index=index)))
+    for message in body.messages:
+        if message.role in SYSTEM_ROLES:
+            system.append(message.content)
         else:
-            raise InvalidCall(
-                gettext("Unsupported role %(role)s: use system, user or assistant.") % {"role": repr(role)},
-                param=f"messages[{index}].role",
-            )
+            turns.append((message.role, message.content))
     if not turns or turns[-1][0] != "user":
         raise InvalidCall(gettext("The last message must be the user's."), param="messages")
     _check_size(system, turns)
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise InvalidCall(gettext("`model` must be a model id."), param="model")
+    system_prompt = "\n\n".join(s for s in system if s)
+    _check_texts(system_prompt, turns)
+    if body.model and body.model not in settings.DEEPSEEK_MODELS:
+        raise InvalidCall(
+            gettext("Unknown model; choose one of: %(models)s.") % {"models": ", ".join(settings.DEEPSEEK_MODELS)},
+            param="model",
+            code="invalid_model",
+        )
     return CompletionCall(
-        model=model,
-        thinking=_thinking(body),
-        system_prompt="\n\n".join(s for s in system if s),
+        model=body.model,
+        thinking=body.thinking is None or body.thinking["type"] == "enabled",
+        system_prompt=system_prompt,
         turns=turns,
         options=_options(body),
-        stream=_flag(body, "stream"),
-        include_usage=_include_usage(body),
+        stream=body.stream,
+        include_usage=body.stream_options is not None and body.stream_options.include_usage,
     )
 
 

@@ -14,7 +14,7 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from chat import accounts, events, inputs, language, metrics, relay, selectors, services, socketcap
+from chat import accounts, events, frames, inputs, language, metrics, relay, selectors, services, socketcap
 from chat.models import Conversation
 from chatsite import logs
 
@@ -204,72 +204,48 @@ class ConversationConsumer(RelayConsumer):
             logger.warning("event too big for a frame; sending the state instead", extra={"event_type": event["type"]})
             await self.send_state()
 
-    async def messages_older(self, frame: dict[str, Any]) -> None:
+    async def messages_older(self, before: str | None) -> None:
         """Send this socket the shown messages just before `before`, a page of them: the state has the newest only."""
-        before = frame.get("before")
         find = database_sync_to_async(selectors.messages_before)
-        older = await find(conversation=self.conversation, message_id=before)
-        if older is None:
+        older = None if before is None else await find(conversation=self.conversation, message_id=before)
+        if before is None or older is None:
             await self.send_error("not_found", _("There is no such message in this conversation."))
             return
         await self.send_json(events.messages_older_event(before=before, messages=older))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """Parse one client frame and hand it to the service it asks for."""
+        """Parse one client frame, once, and hand its typed values to the service it asks for."""
         if not await self.signed_in():
             return  # logged out, a new password, or the account is gone: nothing more is done for it
         if text_data is None:
             await self.send_error("bad_frame", _("Send JSON text frames, not binary ones."))
             return
         try:
-            frame = inputs.loads(text_data)  # bounded, NUL- and surrogate-free, or refused with a code
+            # Bounded, NUL- and surrogate-free JSON first; then the frame's own schema, or a refusal naming the field.
+            frame = frames.parse(inputs.loads(text_data))
         except inputs.InvalidInput as exc:
             await self.send_error(exc.code, exc.detail)
             return
-        if not isinstance(frame, dict):
-            await self.send_error("bad_frame", _("A frame must be a JSON object with a type."))
-            return
-        kind = frame.get("type")
-        if kind == "message.send":
-            await self.message_send(frame)
-        elif kind == "generation.stop":
-            await self.generation_stop()
-        elif kind == "message.edit":
-            await self.call(
-                services.message_edit,
-                message_id=frame.get("message_id"),
-                content=frame.get("content"),
-                client_id=frame.get("client_id", ""),
-            )
-        elif kind == "message.regenerate":
-            await self.call(services.reply_regenerate)
-        elif kind == "branch.select":
-            await self.call(services.branch_select, message_id=frame.get("message_id"))
-        elif kind == "messages.older":
-            await self.messages_older(frame)
-        else:
-            await self.send_error("unknown_type", _("Unknown frame type: %(type)s.") % {"type": repr(str(kind)[:50])})
-
-    async def message_send(self, frame: dict[str, Any]) -> None:
-        """Store the user's message and start the reply, or say why not."""
-        try:
-            await database_sync_to_async(services.message_send)(
-                conversation=self.conversation, content=frame.get("content"), client_id=frame.get("client_id", "")
-            )
-        except services.ServiceError as exc:
-            await self.send_error(exc.code, exc.detail)
+        match frame:
+            case frames.MessageSend():
+                await self.call(services.message_send, content=frame.content, client_id=frame.client_id)
+            case frames.GenerationStop():
+                await self.call(services.reply_stop)
+            case frames.MessageEdit():
+                await self.call(
+                    services.message_edit, message_id=frame.message_id, content=frame.content, client_id=frame.client_id
+                )
+            case frames.MessageRegenerate():
+                await self.call(services.reply_regenerate)
+            case frames.BranchSelect():
+                await self.call(services.branch_select, message_id=frame.message_id)
+            case frames.MessagesOlder():
+                await self.messages_older(frame.before)
 
     async def call(self, service: Any, **kwargs: Any) -> None:
         """Run a service on this conversation; a refusal goes back to this socket only."""
         try:
             await database_sync_to_async(service)(conversation=self.conversation, **kwargs)
-        except services.ServiceError as exc:
-            await self.send_error(exc.code, exc.detail)
-
-    async def generation_stop(self) -> None:
-        """Stop the reply in flight, whichever process writes it."""
-        try:
-            await database_sync_to_async(services.reply_stop)(conversation=self.conversation)
         except services.ServiceError as exc:
             await self.send_error(exc.code, exc.detail)
 

@@ -22,7 +22,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import contentrules, events, metrics, relay, selectors, services, simulator, titles, upstream
+from chat import contentrules, events, metrics, prompt, relay, services, simulator, titles, upstream
 from chat.models import Message
 from chat.streamstate import StreamStore, get_store
 from chatsite import logs
@@ -133,6 +133,18 @@ async def _send_stop(message_id: uuid.UUID) -> None:
         await events.reply_stop(message_id=message_id)  # a layer failure is logged there; the mark stays
     except Exception:
         logger.exception("could not send a stop", extra={"message_id": str(message_id)})
+
+
+class GenerationRunner:
+    """The site's reply runner (chat.runner): each reply is a task of this process, stopped from any process."""
+
+    def launch(self, message_id: uuid.UUID) -> None:
+        """Start writing a stored reply (the module's `launch`, looked up at call time, so tests can replace it)."""
+        launch(message_id)
+
+    def request_stop(self, message_id: uuid.UUID) -> None:
+        """Ask the writer of a reply to stop, wherever it runs (the module's `request_stop`, looked up at call time)."""
+        request_stop(message_id)
 
 
 def running_replies() -> list[uuid.UUID]:
@@ -411,7 +423,7 @@ async def _keep_lease(store: StreamStore, message_id: uuid.UUID) -> None:
 async def _run_reply(run: ReplyRun) -> None:
     """Write one reply from start to end; a socket closing does not touch this."""
     logs.bind(message_id=run.message_id)
-    context = await database_sync_to_async(selectors.reply_context)(message_id=run.message_id)
+    context = await database_sync_to_async(prompt.reply_context)(message_id=run.message_id)
     if context is None:
         return
     logs.bind(conversation_id=context.conversation_id)
@@ -486,7 +498,7 @@ async def _run_reply(run: ReplyRun) -> None:
 async def _retitle(message_id: uuid.UUID) -> None:
     """After a conversation's first reply: a short title from the cheap model, in the conversation's language."""
     try:
-        wanted = await database_sync_to_async(selectors.title_request)(message_id=message_id)
+        wanted = await database_sync_to_async(prompt.title_request)(message_id=message_id)
         if wanted is None:
             return
         conversation_id, question, answer, current = wanted

@@ -33,7 +33,8 @@ def user_language(user: AbstractBaseUser | AnonymousUser | None) -> str | None:
     return supported(language)
 
 
-def _apply(request: HttpRequest) -> None:
+def apply(request: HttpRequest) -> None:
+    """Speak the signed-in user's chosen language for the rest of this request."""
     language = user_language(getattr(request, "user", None))
     if language and language != translation.get_language():
         translation.activate(language)
@@ -46,13 +47,13 @@ def user_language_middleware(get_response: Callable[[HttpRequest], Any]) -> Call
     if iscoroutinefunction(get_response):
 
         async def middleware(request: HttpRequest) -> HttpResponse:
-            await sync_to_async(_apply)(request)
+            await sync_to_async(apply)(request)
             return await get_response(request)
 
     else:
 
         def middleware(request: HttpRequest) -> HttpResponse:  # type: ignore[misc]
-            _apply(request)
+            apply(request)
             return get_response(request)
 
     return middleware

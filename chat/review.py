@@ -1,7 +1,8 @@
-"""Staff review and data duties: flags and notes, exports, retention, and a user's data on request.
+"""Staff review reads: transcript exports, usage per user and day, and a user's data on request.
 
-Admin actions and management commands call these; each change a reviewer makes is written to the
-admin log (django.contrib.admin's LogEntry) by the caller, so the log says who did what and when.
+Admin actions and management commands call these; the changes a reviewer makes (flags, notes,
+deletions, retention) are writes in chat.services. The caller writes each to the admin log
+(django.contrib.admin's LogEntry), so the log says who did what and when.
 """
 
 from __future__ import annotations
@@ -13,12 +14,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 from django.db.models import Count, F, Prefetch, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from chat import services
 from chat.models import ApiToken, Conversation, Message, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 
@@ -43,11 +42,6 @@ USAGE_COLUMNS = ["day", "user", "replies", "prompt_tokens", "completion_tokens",
 USAGE_MAX_DAYS = 3650
 # A spreadsheet runs a cell that starts with one of these as a formula (OWASP: CSV injection).
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def conversations_flag(*, conversations: QuerySet[Conversation], reviewer: AbstractBaseUser, flagged: bool) -> int:
-    """Flag or unflag conversations for follow-up, recording who reviewed them and when."""
-    return conversations.update(flagged=flagged, reviewed_by=reviewer, reviewed_at=timezone.now())
 
 
 def _export_rows(conversations: QuerySet[Conversation]) -> list[dict[str, Any]]:
@@ -152,16 +146,6 @@ def usage_csv(*, rows: list[dict[str, Any]]) -> str:
     )
 
 
-def conversations_purge(*, older_than_days: int, dry_run: bool = False) -> int:
-    """Delete conversations not updated for this many days (a reply still being written is kept)."""
-    cutoff = timezone.now() - timedelta(days=older_than_days)
-    old = Conversation.objects.filter(updated_at__lt=cutoff).exclude(messages__status=Message.Status.STREAMING)
-    count = old.count()
-    if not dry_run:
-        old.delete()
-    return count
-
-
 def user_data(*, user: AbstractBaseUser) -> dict[str, Any]:
     """Everything stored about a user, for a data request: account, tokens (never their values), chats, usage."""
     conversations = Conversation.objects.filter(owner=user)
@@ -197,13 +181,3 @@ def user_data(*, user: AbstractBaseUser) -> dict[str, Any]:
             for r in UsageRecord.objects.filter(user=user).order_by("created_at")
         ],
     }
-
-
-def user_delete(*, user: AbstractBaseUser) -> int:
-    """Delete a user and everything of theirs; replies being written are stopped first."""
-    conversations = list(Conversation.objects.filter(owner=user))
-    with transaction.atomic():
-        for conversation in conversations:
-            services.conversation_delete(conversation=conversation)  # stops its reply, tells its sockets
-        user.delete()
-    return len(conversations)

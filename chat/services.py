@@ -1,13 +1,16 @@
 """Writes: every change to conversations and messages goes through these functions.
 
 Views, consumers and the API only parse, authorise and call here. Events go out after the commit
-(see `chat.events`); a reply's generation is started after the commit (see `chat.generation`).
+(see `chat.events`); a reply is handed to the reply runner after the commit (see `chat.runner`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -15,11 +18,12 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_lazy, gettext_noop
+from django.utils.translation import gettext, gettext_lazy
 
-from chat import contentrules, events, generation, limits, titles
-from chat.models import ApiToken, Conversation, Message, Preferences, UsageRecord
+from chat import contentrules, events, limits, runner, titles
+from chat.models import ApiToken, Conversation, Message, Preferences, UsageRecord, WordList
 from chat.streamstate import get_store
 
 logger = logging.getLogger(__name__)
@@ -35,82 +39,21 @@ class ServiceError(Exception):
         self.retry_after = retry_after
 
 
-def _validate_model(model: str | None) -> str:
-    """The model asked for, or the default; unknown ids are refused before anything is stored."""
-    if model is None or model == "":
-        return settings.DEEPSEEK_MODELS[0]
-    if not isinstance(model, str) or model not in settings.DEEPSEEK_MODELS:
-        raise ServiceError(
-            "invalid_model",
-            gettext("Unknown model; choose one of: %(models)s.") % {"models": ", ".join(settings.DEEPSEEK_MODELS)},
-        )
-    return model
-
-
-# The fields a refusal may name, in the user's language.
-FIELD_NAMES = (
-    gettext_noop("title"),
-    gettext_noop("system prompt"),
-    gettext_noop("message"),
-    gettext_noop("thinking"),
-    gettext_noop("pinned"),
-    gettext_noop("archived"),
-)
-
-
-def _validate_text(value: Any, *, field: str, max_chars: int) -> str:
-    """A string field, or a clear refusal."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ServiceError("invalid_field", gettext("The %(field)s must be text.") % {"field": gettext(field)})
-    if len(value) > max_chars:
-        raise ServiceError(
-            "invalid_field",
-            gettext("The %(field)s is too long (at most %(limit)s characters).")
-            % {"field": gettext(field), "limit": f"{max_chars:,}"},
-        )
-    return value
-
-
-REASONING_EFFORTS = ("", "high", "max")
-
-
-def _validate_effort(value: Any) -> str:
-    """DeepSeek V4's reasoning effort: "high", "max", or "" for DeepSeek's default."""
-    if value is None:
-        return ""
-    if value not in REASONING_EFFORTS:
-        raise ServiceError(
-            "invalid_field", gettext("The reasoning effort must be one of: %(choices)s.") % {"choices": '"", high, max'}
-        )
-    return str(value)
-
-
-def _validate_bool(value: Any, *, field: str) -> bool:
-    """A true/false field, or a clear refusal."""
-    if not isinstance(value, bool):
-        raise ServiceError(
-            "invalid_field", gettext("The %(field)s setting must be true or false.") % {"field": gettext(field)}
-        )
-    return value
-
-
 def conversation_create(
     *,
     owner: AbstractBaseUser,
-    title: Any = "",
-    model: Any = None,
-    thinking: Any = True,
-    system_prompt: Any = "",
+    title: str = "",
+    model: str = "",
+    thinking: bool = True,
+    system_prompt: str = "",
 ) -> Conversation:
-    """Start a conversation with validated settings; the owner's other devices see it appear."""
+    """Start a conversation (its settings checked at the edge); the owner's other devices see it appear."""
     conversation = Conversation(
         owner=owner,
-        title=_validate_text(title, field="title", max_chars=200).strip(),
-        model=_validate_model(model),
-        thinking=_validate_bool(thinking, field="thinking"),
-        system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
+        title=title.strip(),
+        model=model or settings.DEEPSEEK_MODELS[0],
+        thinking=thinking,
+        system_prompt=system_prompt,
     )
     with transaction.atomic():
         conversation.save()
@@ -118,23 +61,17 @@ def conversation_create(
     return conversation
 
 
-def conversation_update(*, conversation: Conversation, changes: dict[str, Any]) -> Conversation:
+# The settings a client may change, each already checked at the edge (chat.schemas.ConversationPatch).
+CHANGEABLE = frozenset({"title", "model", "thinking", "reasoning_effort", "system_prompt", "pinned", "archived"})
+
+
+def conversation_update(*, conversation: Conversation, changes: Mapping[str, object]) -> Conversation:
     """Rename or change a conversation's settings; every device sees the change."""
-    if "title" in changes:
-        conversation.title = _validate_text(changes["title"], field="title", max_chars=200).strip()
-    if "model" in changes:
-        conversation.model = _validate_model(changes["model"])
-    if "thinking" in changes:
-        conversation.thinking = _validate_bool(changes["thinking"], field="thinking")
-    if "system_prompt" in changes:
-        conversation.system_prompt = _validate_text(
-            changes["system_prompt"], field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS
-        )
-    if "reasoning_effort" in changes:
-        conversation.reasoning_effort = _validate_effort(changes["reasoning_effort"])
-    for flag in ("pinned", "archived"):
-        if flag in changes:
-            setattr(conversation, flag, _validate_bool(changes[flag], field=flag))
+    for name, value in changes.items():
+        if name in CHANGEABLE:
+            setattr(conversation, name, value.strip() if name == "title" and isinstance(value, str) else value)
+    if not conversation.model:
+        conversation.model = settings.DEEPSEEK_MODELS[0]
     with transaction.atomic():
         conversation.save()
         events.conversation_updated_on_commit(conversation)
@@ -147,23 +84,12 @@ def conversation_delete(*, conversation: Conversation) -> None:
     with transaction.atomic():
         events.conversation_deleted_on_commit(conversation)
         if reply is not None:
-            transaction.on_commit(lambda: generation.request_stop(reply.id))
+            transaction.on_commit(lambda: runner.get().request_stop(reply.id))
         conversation.delete()
 
 
-def message_validate_content(content: Any) -> str:
-    """The text of a message to send, or a refusal saying what is wrong with it."""
-    if not isinstance(content, str):
-        raise ServiceError("invalid_content", gettext("The message must be text."))
-    if not content.strip():
-        raise ServiceError("empty_content", gettext("The message is empty."))
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    if len(content) > limit:
-        raise ServiceError(
-            "content_too_long",
-            gettext("The message is %(length)s characters long; the limit is %(limit)s. Shorten it and send again.")
-            % {"length": f"{len(content):,}", "limit": f"{limit:,}"},
-        )
+def _refuse_words(content: str) -> str:
+    """A message holding a word of the staff's refuse list is not stored (the lists change while the site runs)."""
     refused = contentrules.current().refuse.found(content)
     if refused:
         raise ServiceError(
@@ -214,7 +140,7 @@ def _reply_start(*, conversation: Conversation, parent: Message, options: dict[s
 def _reply_announce(reply: Message) -> None:
     """After the commit: tell every watcher the reply started, then start writing it."""
     events.message_created_on_commit(reply)
-    transaction.on_commit(lambda: generation.launch(reply.id))
+    transaction.on_commit(lambda: runner.get().launch(reply.id))
 
 
 BUSY_DETAIL = gettext_lazy("A reply is still being written in this conversation; wait for it or stop it.")
@@ -254,11 +180,12 @@ def _hide_from(conversation: Conversation, message: Message) -> None:
     conversation.messages.filter(active=True, created_at__gte=message.created_at).update(active=False)
 
 
-def message_edit(*, conversation: Conversation, message_id: Any, content: Any, client_id: Any = "") -> Message:
+def message_edit(
+    *, conversation: Conversation, message_id: uuid.UUID | None, content: str, client_id: str = ""
+) -> Message:
     """Send an edited version of a user message: later turns move to a branch of their own, and a reply starts."""
-    text = message_validate_content(content)
-    client_id = _client_id(client_id)
-    wanted = _uuid(message_id)
+    text = _refuse_words(content)
+    wanted = message_id
     try:
         with transaction.atomic():
             _lock_for_reply(conversation)
@@ -307,12 +234,12 @@ def reply_regenerate(*, conversation: Conversation) -> Message:
     return reply
 
 
-def branch_select(*, conversation: Conversation, message_id: Any) -> Message:
+def branch_select(*, conversation: Conversation, message_id: uuid.UUID | None) -> Message:
     """Show another version of a turn, and below it the newest turns of that branch.
 
     The conversation's rows are read once and the branch is switched with two updates, whatever its length.
     """
-    wanted = _uuid(message_id)
+    wanted = message_id
     with transaction.atomic():
         _lock(conversation)
         _refuse_while_streaming(conversation)
@@ -343,25 +270,6 @@ def _newest_line(conversation: Conversation, start: Message) -> list[uuid.UUID]:
     return line
 
 
-def _uuid(value: Any) -> uuid.UUID | None:
-    """A message id as sent by a client: not a string is refused, an unknown string finds nothing."""
-    if not isinstance(value, str):
-        raise ServiceError("invalid_field", gettext("The message_id must be a message's id, as a string."))
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
-def _client_id(value: Any) -> str:
-    """The client's own tag for a message (absent is none); kept to the column's 100 characters."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ServiceError("invalid_field", gettext("The client_id must be a string."))
-    return value[:100]
-
-
 def _check_limits(*, user_id: int) -> None:
     """Refuse a new reply over the user's per-minute, concurrent or daily limits (inside the locked transaction)."""
     try:
@@ -374,7 +282,7 @@ def completion_create(
     *,
     owner: AbstractBaseUser,
     api_token: ApiToken | None,
-    model: Any,
+    model: str | None,
     thinking: bool,
     system_prompt: str,
     turns: list[tuple[str, str]],
@@ -387,18 +295,14 @@ def completion_create(
     history, so the call is reviewed, counted and limited exactly as a chat in the browser is.
     A caller may choose the conversation's id, to subscribe to its events before the reply starts.
     """
-    if not turns or turns[-1][0] != Message.Role.USER:
-        raise ServiceError("invalid_messages", gettext("The last message must be the user's."))
-    for _, content in turns:
-        _validate_text(content, field="message", max_chars=settings.CHAT_MAX_MESSAGE_CHARS)
-    message_validate_content(turns[-1][1])
+    _refuse_words(turns[-1][1])
     conversation = Conversation(
         id=conversation_id or uuid.uuid4(),
         owner=owner,
         api_token=api_token,
-        model=_validate_model(model),
+        model=model or settings.DEEPSEEK_MODELS[0],
         thinking=thinking,
-        system_prompt=_validate_text(system_prompt, field="system prompt", max_chars=settings.CHAT_MAX_MESSAGE_CHARS),
+        system_prompt=system_prompt,
         title=titles.automatic(next(content for role, content in turns if role == Message.Role.USER)),
     )
     now = timezone.now()
@@ -422,10 +326,9 @@ def completion_create(
     return conversation, reply
 
 
-def message_send(*, conversation: Conversation, content: Any, client_id: Any = "") -> tuple[Message, Message]:
+def message_send(*, conversation: Conversation, content: str, client_id: str = "") -> tuple[Message, Message]:
     """Store the user's message and start the reply; refused with `busy` while a reply is written."""
-    text = message_validate_content(content)
-    client_id = _client_id(client_id)
+    text = _refuse_words(content)
     now = timezone.now()
     try:
         with transaction.atomic():
@@ -533,7 +436,7 @@ def reply_stop(*, conversation: Conversation) -> Message:
     if reply is None:
         raise ServiceError("not_streaming", gettext("No reply is being written in this conversation."))
     if get_store().has_lease_sync(reply.id):
-        generation.request_stop(reply.id)
+        runner.get().request_stop(reply.id)
     else:
         # No live process is writing it (it died): end it here with the text stored so far.
         reply_finish(
@@ -595,7 +498,7 @@ def custom_instructions_set(*, user: AbstractBaseUser, text: str) -> None:
 
 
 def conversation_start(
-    *, owner: AbstractBaseUser, model: Any = None, thinking: Any = True, reasoning_effort: Any = "", content: Any
+    *, owner: AbstractBaseUser, model: str = "", thinking: bool = True, reasoning_effort: str = "", content: str
 ) -> Conversation:
     """A conversation made with its first message in one transaction: a refused message leaves nothing behind."""
     with transaction.atomic():
@@ -604,3 +507,88 @@ def conversation_start(
             conversation_update(conversation=conversation, changes={"reasoning_effort": reasoning_effort})
         message_send(conversation=conversation, content=content)
     return conversation
+
+
+TOKEN_PREFIX = "dsc_"
+# How stale a token's `last_used_at` may get: one write a minute per token, not one per request.
+TOKEN_LAST_USED_EVERY = timedelta(seconds=60)
+
+
+def token_digest(plain: str) -> str:
+    """What is stored of a token: its hash, so the database never holds a usable token."""
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def token_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Make a token; the plain token is returned here once and never stored."""
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name.strip()[:100] or "token", prefix=plain[:12], token_hash=token_digest(plain)
+    )
+    return token, plain
+
+
+def token_revoke(*, token: ApiToken) -> None:
+    """Revoke a token: every later request with it is refused."""
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+
+
+def tokens_revoke_all(*, user: AbstractBaseUser) -> int:
+    """Revoke every live token of a user (a changed password, a deactivated account); returns how many."""
+    return ApiToken.objects.active().filter(user=user).update(revoked_at=timezone.now())
+
+
+def token_used(*, token: ApiToken) -> None:
+    """Record that a token was used, at most once a minute, so its owner can see a token still in use."""
+    now = timezone.now()
+    if token.last_used_at is None or now - token.last_used_at > TOKEN_LAST_USED_EVERY:
+        ApiToken.objects.filter(id=token.id).update(last_used_at=now)
+        token.last_used_at = now
+
+
+def conversations_flag(*, conversations: QuerySet[Conversation], reviewer: AbstractBaseUser, flagged: bool) -> int:
+    """Flag or unflag conversations for follow-up, recording who reviewed them and when."""
+    return conversations.update(flagged=flagged, reviewed_by=reviewer, reviewed_at=timezone.now())
+
+
+def conversation_review(*, conversation: Conversation, reviewer: AbstractBaseUser, flagged: bool, notes: str) -> None:
+    """Store a reviewer's flag and notes, and only those: the transcript and title stay as the user left them."""
+    conversation.flagged, conversation.review_notes = flagged, notes
+    conversation.reviewed_by, conversation.reviewed_at = reviewer, timezone.now()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        flagged=flagged, review_notes=notes, reviewed_by=reviewer, reviewed_at=conversation.reviewed_at
+    )
+
+
+def conversations_purge(*, older_than_days: int, dry_run: bool = False) -> int:
+    """Delete conversations not updated for this many days (a reply still being written is kept)."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = Conversation.objects.filter(updated_at__lt=cutoff).exclude(messages__status=Message.Status.STREAMING)
+    count = old.count()
+    if not dry_run:
+        old.delete()
+    return count
+
+
+def user_delete(*, user: AbstractBaseUser) -> int:
+    """Delete a user and everything of theirs; replies being written are stopped first."""
+    conversations = list(Conversation.objects.filter(owner=user))
+    with transaction.atomic():
+        for conversation in conversations:
+            conversation_delete(conversation=conversation)  # stops its reply, tells its sockets
+        user.delete()
+    return len(conversations)
+
+
+def word_list_save(*, word_list: WordList) -> None:
+    """Save a staff word list: this process reads the lists again at once, others within contentrules.RELOAD_SECONDS."""
+    word_list.save()
+    contentrules.forget()
+
+
+def word_list_delete(*, word_list: WordList) -> None:
+    """Delete a staff word list: this process drops it at once, others within contentrules.RELOAD_SECONDS."""
+    word_list.delete()
+    contentrules.forget()

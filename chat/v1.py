@@ -9,17 +9,45 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal, NotRequired
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
-from django.views.decorators.http import require_http_methods
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from typing_extensions import TypedDict
 
-from chat import compat, events, inputs, services, streams
+from chat import apiauth, compat, events, inputs, services, streams
+from chat.api import EdgeParser
 from chat.models import Conversation
 
 MODEL_CREATED = 1_700_000_000  # DeepSeek gives no date; a fixed one keeps clients' pydantic models happy.
+
+
+class V1Parser(EdgeParser):
+    """The shared edge reader, in OpenAI's words: a body that is not JSON is an `invalid_request`."""
+
+    def parse_body(self, request: HttpRequest) -> dict[str, Any]:
+        """The call's JSON object."""
+        try:
+            return super().parse_body(request)
+        except inputs.InvalidInput as exc:
+            if exc.code == "bad_request":
+                exc.code = "invalid_request"
+            raise
+
+
+api = NinjaAPI(
+    title="DeepSeek Chat: OpenAI-compatible",
+    version="1",
+    urls_namespace="v1",
+    parser=V1Parser(),
+    auth=apiauth.TOKEN_ONLY,
+    openapi_url=None,  # served with the JSON API's routes at /api/schema/
+    docs_url=None,
+)
 
 
 def openai_error(status: int, message: str, *, code: str, param: str | None = None) -> JsonResponse:
@@ -27,39 +55,42 @@ def openai_error(status: int, message: str, *, code: str, param: str | None = No
     return JsonResponse(compat.error_body(message, status=status, code=code, param=param), status=status)
 
 
-def _no_token() -> JsonResponse:
-    response = openai_error(
-        401,
-        "Send a personal API token as `Authorization: Bearer <token>`; make one on the API tokens page.",
-        code="invalid_api_key",
-    )
+def _no_token(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """401 without a usable token; a session grants nothing here (`/v1` is for programs)."""
+    if isinstance(exc, apiauth.InvalidToken):
+        message = exc.detail
+    else:
+        message = "Send a personal API token as `Authorization: Bearer <token>`; make one on the API tokens page."
+    response = openai_error(401, message, code="invalid_api_key")
     response["WWW-Authenticate"] = 'Bearer realm="api"'
     return response
 
 
-def _model_body(model_id: str) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "deepseek"}
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    """A parameter refused by the call's schema, named as OpenAI names it (`messages[2].content`)."""
+    loc = tuple(exc.errors[0].get("loc", ()))
+    return _invalid_call(request, compat.invalid_call(exc.errors, skip=2 if loc[:1] == ("body",) else 1))
 
 
-@require_http_methods(["GET"])
-def models(request: HttpRequest) -> HttpResponse:
-    """The models this site offers, as `GET /v1/models` lists them."""
-    if getattr(request, "api_token", None) is None:
-        return _no_token()
-    return JsonResponse({"object": "list", "data": [_model_body(m) for m in settings.DEEPSEEK_MODELS]})
+def _bad_body(request: HttpRequest, exc: inputs.InvalidInput) -> HttpResponse:
+    return openai_error(exc.status, exc.detail, code=exc.code, param=exc.field)
 
 
-@require_http_methods(["GET"])
-def model(request: HttpRequest, model_id: str) -> HttpResponse:
-    """One model, or 404 in OpenAI's words."""
-    if getattr(request, "api_token", None) is None:
-        return _no_token()
-    if model_id not in settings.DEEPSEEK_MODELS:
-        return openai_error(404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model")
-    return JsonResponse(_model_body(model_id))
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, inputs.InvalidInput):
+        return _bad_body(request, exc.__cause__)
+    return openai_error(exc.status_code, str(exc), code="invalid_request")
 
 
-def _refusal(exc: services.ServiceError) -> JsonResponse:
+def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _bad_body(request, inputs.too_large())
+
+
+def _invalid_call(request: HttpRequest, exc: compat.InvalidCall) -> HttpResponse:
+    return openai_error(400, exc.message, code=exc.code, param=exc.param)
+
+
+def _refusal(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
     """A service's refusal (limits, bad model, text too long) in OpenAI's shape, with Retry-After."""
     if exc.code == "rate_limited":
         response = openai_error(429, exc.detail, code=exc.code)
@@ -68,6 +99,121 @@ def _refusal(exc: services.ServiceError) -> JsonResponse:
         return response
     param = "model" if exc.code == "invalid_model" else "messages"
     return openai_error(400, exc.detail, code=exc.code, param=param)
+
+
+for _kind, _handler in (
+    (apiauth.ApiRefusal, _no_token),
+    (AuthenticationError, _no_token),
+    (ValidationError, _invalid),
+    (inputs.InvalidInput, _bad_body),
+    (HttpError, _http_error),
+    (RequestDataTooBig, _too_large),
+    (compat.InvalidCall, _invalid_call),
+    (services.ServiceError, _refusal),
+):
+    api.add_exception_handler(_kind, _handler)
+
+
+class Model(TypedDict):
+    """A model as OpenAI lists it."""
+
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(TypedDict):
+    """`GET /v1/models`."""
+
+    object: Literal["list"]
+    data: list[Model]
+
+
+class OpenAIErrorBody(TypedDict):
+    """OpenAI's `error`: its SDKs read `message`, `type`, `param` and `code`."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str
+
+
+class OpenAIError(TypedDict):
+    """Every /v1 refusal, in OpenAI's shape."""
+
+    error: OpenAIErrorBody
+
+
+class AnswerMessage(TypedDict):
+    """The reply, with DeepSeek's `reasoning_content` when it thought."""
+
+    role: Literal["assistant"]
+    content: str
+    reasoning_content: NotRequired[str]
+
+
+class Choice(TypedDict):
+    """The one choice of a completion."""
+
+    index: int
+    message: AnswerMessage
+    logprobs: None
+    finish_reason: str
+
+
+class PromptTokensDetails(TypedDict):
+    """Prompt tokens served from DeepSeek's cache."""
+
+    cached_tokens: int
+
+
+class CompletionTokensDetails(TypedDict):
+    """Completion tokens spent thinking."""
+
+    reasoning_tokens: int
+
+
+class OpenAIUsage(TypedDict):
+    """OpenAI's usage object, with DeepSeek's cache fields too."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
+    completion_tokens_details: CompletionTokensDetails
+    prompt_cache_hit_tokens: int
+    prompt_cache_miss_tokens: int
+
+
+class ChatCompletion(TypedDict):
+    """A whole reply (`stream` false), as `chat.completion`."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    system_fingerprint: None
+    choices: list[Choice]
+    usage: OpenAIUsage | None
+
+
+def _model_body(model_id: str) -> Model:
+    return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "deepseek"}
+
+
+@api.get("/models", response={200: ModelList, 401: OpenAIError})
+def models(request: HttpRequest) -> ModelList:
+    """The models this site offers, as `GET /v1/models` lists them."""
+    return {"object": "list", "data": [_model_body(m) for m in settings.DEEPSEEK_MODELS]}
+
+
+@api.get("/models/{str:model_id}", response={200: Model, 401: OpenAIError, 404: OpenAIError})
+def model(request: HttpRequest, model_id: str) -> HttpResponse | Model:
+    """One model, or 404 in OpenAI's words."""
+    if model_id not in settings.DEEPSEEK_MODELS:
+        return openai_error(404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model")
+    return _model_body(model_id)
 
 
 def _failure(completed: dict[str, Any]) -> JsonResponse:
@@ -144,18 +290,21 @@ def _snapshot(state: dict[str, Any], reply_id: str) -> dict[str, str]:
     return {"content": stored.get("content", ""), "reasoning": stored.get("reasoning", "")}
 
 
-@require_http_methods(["POST"])
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+CHUNKS = {
+    "description": "With `stream: true`: `chat.completion.chunk` objects as SSE `data:` lines, then `data: [DONE]`.",
+    "content": {streams.SSE: {"schema": {"type": "string"}}},
+}
+
+
+@api.post(
+    "/chat/completions",
+    response={200: ChatCompletion, 400: OpenAIError, 401: OpenAIError, 413: OpenAIError, 429: OpenAIError},
+    openapi_extra={"responses": {200: {"content": CHUNKS["content"]}}},
+)
+async def chat_completions(request: HttpRequest, payload: compat.ChatCompletionIn) -> HttpResponse:
     """Answer a chat completion call, streamed as SSE chunks or whole, from a new stored conversation."""
-    token = getattr(request, "api_token", None)
-    if token is None:
-        return _no_token()
-    try:
-        call = compat.parse_call(inputs.read_body(request))
-    except inputs.InvalidInput as exc:  # over Django's body limit
-        return openai_error(exc.status, exc.detail, code=exc.code)
-    except compat.InvalidCall as exc:
-        return openai_error(400, exc.message, code=exc.code, param=exc.param)
+    call = compat.call_of(payload)
+    token = request.api_token  # type: ignore[attr-defined]
     user = await request.auser()
     conversation_id = uuid.uuid4()
     # Join the conversation's events before it exists, so that not one delta is missed; whatever happens
@@ -177,10 +326,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
         reply_events = streams.reply_stream(feed, reply_id)
         # Wait for the first text (or the whole reply) before answering, so a failure gets a real status.
         seen = await _read_until(reply_events, reply_id, whole=not call.stream)
-    except BaseException as exc:
+    except BaseException:
         await feed.close()
-        if isinstance(exc, services.ServiceError):
-            return _refusal(exc)
         raise
     ended = _ending(seen[-1] if seen else None, reply_id)
     if ended is not None and (not call.stream or (ended["status"] == "failed" and not ended["content"])):

@@ -17,8 +17,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext, gettext_lazy
 from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
+from pydantic import ValidationError
 
-from chat import api, compat, inputs, language, openapi, selectors, services, signin, tokens
+from chat import api, apiauth, apidoc, compat, fields, inputs, language, schemas, selectors, services, signin
 from chat.models import Conversation, Preferences
 
 
@@ -129,7 +130,11 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
         "content": request.POST.get("content", ""),
     }
     try:
-        conversation = services.conversation_start(owner=request.user, **choices)
+        start = schemas.ConversationStart.model_validate(choices)
+        conversation = services.conversation_start(owner=request.user, **start.model_dump())
+    except ValidationError as exc:
+        refusal = fields.refusal_of(exc.errors())
+        return _chat_page(request, conversation=None, refusal=refusal.detail, draft=choices, status=400)
     except services.ServiceError as exc:
         status = 429 if exc.retry_after else 400
         return _chat_page(request, conversation=None, refusal=exc.detail, draft=choices, status=status)
@@ -160,14 +165,14 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
             token_id = inputs.id_param(request.POST["revoke"])  # not a number: no such token
             token = request.user.api_tokens.active().filter(id=token_id).first() if token_id is not None else None
             if token is not None:
-                tokens.token_revoke(token=token)
+                services.token_revoke(token=token)
             return redirect("chat:tokens")
         try:
             name = inputs.text_param(request.POST, "name").strip()
         except inputs.InvalidInput as exc:  # a NUL, which PostgreSQL refuses in text
             name, error = "", exc.detail
         if name:
-            created = tokens.token_create(user=request.user, name=name)[1]
+            created = services.token_create(user=request.user, name=name)[1]
     context = {"tokens": request.user.api_tokens.active(), "created": created, "error": error}
     return render(request, "registration/tokens.html", context, status=400 if error else 200)
 
@@ -203,7 +208,7 @@ def api_docs(request: HttpRequest) -> HttpResponse:
 
 def api_schema(request: HttpRequest) -> JsonResponse:
     """The OpenAPI document, naming this site as its server."""
-    return JsonResponse(openapi.schema(server_url=_site_url(request)), json_dumps_params={"indent": 1})
+    return JsonResponse(apidoc.schema(server_url=_site_url(request)), json_dumps_params={"indent": 1})
 
 
 def _program_error(request: HttpRequest, *, status: int, code: str, detail: str) -> JsonResponse | None:
@@ -227,6 +232,6 @@ def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     """A refused CSRF check in JSON on /api/ and /v1/, where programs read it; the usual page elsewhere."""
-    detail = gettext("This request carries a session cookie but no CSRF token: send X-CSRFToken, or use an API token.")
+    detail = apiauth.csrf_detail()
     answer = _program_error(request, status=403, code="csrf_failed", detail=detail)
     return answer or csrf.csrf_failure(request, reason=reason)

@@ -46,8 +46,8 @@ def test_another_users_conversation_is_404_like_an_unknown_one(user, other_user)
     ]:
         if method == "get":
             response = intruder.get(path)
-        else:
-            response = getattr(intruder, method)(path, data="{}", content_type="application/json")
+        else:  # a valid body: an invalid one is refused (400) before any lookup, whoever owns the conversation
+            response = getattr(intruder, method)(path, data='{"content": "x"}', content_type="application/json")
         assert response.status_code == 404, (method, path)
     assert intruder.get("/api/conversations/").json() == {"conversations": []}
 
@@ -58,8 +58,9 @@ def test_cross_site_post_without_csrf_token_is_refused(user):
     response = client.post("/api/conversations/", json.dumps({}), content_type="application/json")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "csrf_failed"  # in the API's shape, for programs
+    # /v1 takes no session at all (a token only), so a session cookie there is simply not a caller.
     response = client.post("/v1/chat/completions", json.dumps({}), content_type="application/json")
-    assert response.status_code == 403 and response.json()["error"]["code"] == "csrf_failed"
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     conversation = services.conversation_create(owner=user)
     response = client.delete(f"/api/conversations/{conversation.id}/")
     assert response.status_code == 403

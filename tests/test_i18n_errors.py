@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-from chat import services, tokens
+from chat import services
 from chat.models import Preferences
 from tests.conftest import make_conversation, open_socket
 
@@ -81,7 +81,7 @@ def test_a_limit_says_when_to_try_again_in_chinese(user, settings):
     ],
 )
 def test_a_program_asking_in_chinese_is_refused_in_chinese(user, path, body, expected):
-    _, plain = tokens.token_create(user=user, name="agent")
+    _, plain = services.token_create(user=user, name="agent")
     client = Client(HTTP_AUTHORIZATION=f"Bearer {plain}")
     answer = client.post(path, body, content_type="application/json", HTTP_ACCEPT_LANGUAGE="zh-CN")
     assert answer.status_code == 400

@@ -8,7 +8,7 @@ import time
 import pytest
 from channels.db import database_sync_to_async
 
-from chat import selectors
+from chat import prompt
 from chat.models import Message
 from tests.conftest import make_conversation, open_socket, receive_until
 from tests.live import sign_up
@@ -102,8 +102,8 @@ def test_the_oldest_turns_are_dropped_to_fit_the_context():
         history.append({"role": "user", "content": f"question {index} " + "x" * 400})
         history.append({"role": "assistant", "content": f"answer {index} " + "y" * 400})
     history.append({"role": "user", "content": "last question"})
-    budget = selectors.estimate_tokens("Be brief.") + 3 * selectors.estimate_tokens("question 0 " + "x" * 400) + 10
-    dropped = selectors._fit_context(system, history, budget)
+    budget = prompt.estimate_tokens("Be brief.") + 3 * prompt.estimate_tokens("question 0 " + "x" * 400) + 10
+    dropped = prompt._fit_context(system, history, budget)
     assert dropped == 10
     assert [m["role"] for m in history] == ["user", "assistant", "user"]
     assert history[0]["content"].startswith("question 5") and history[-1]["content"] == "last question"

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from chat import services
 from chat.models import ApiToken, Conversation, Message, UsageRecord
-from chat.tokens import token_create
 from tests.conftest import admin_change
 
 pytestmark = pytest.mark.django_db
@@ -116,7 +115,7 @@ def test_retention_purges_old_conversations_only():
 
 def test_a_users_data_is_exported_and_deleted_on_request(user, staff_client, tmp_path):
     _conversation(user, "private")
-    token_create(user=user, name="laptop")
+    services.token_create(user=user, name="laptop")
     target = tmp_path / "alice.json"
     call_command("user_data", "export", "alice", "--output", str(target))
     data = json.loads(target.read_text())

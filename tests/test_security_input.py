@@ -21,10 +21,9 @@ import httpx
 import pytest
 import redis
 import websockets
-from channels.db import database_sync_to_async
 
-from chat import compat, inputs, services, streams
-from tests.conftest import make_conversation, redis_available
+from chat import compat, frames, inputs, streams
+from tests.conftest import redis_available
 from tests.live import TEST_REDIS_URL, LiveSite, sign_up, socket_headers
 
 HUGE = 3 * 1024 * 1024  # over Django's DATA_UPLOAD_MAX_MEMORY_SIZE (2.5 MB)
@@ -567,21 +566,21 @@ def test_v1_limits_name_the_parameter(body: dict[str, Any], param: str):
     assert refused.value.param == param
 
 
-@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    ("service", "kwargs"),
+    ("kind", "kwargs"),
     [
-        (services.message_send, {"content": "hi", "client_id": {"a": 1}}),
-        (services.message_send, {"content": "hi", "client_id": 5}),
-        (services.message_edit, {"message_id": 5, "content": "hi"}),
-        (services.message_edit, {"message_id": ["x"], "content": "hi"}),
-        (services.message_edit, {"message_id": str(uuid.uuid4()), "content": "hi", "client_id": []}),
-        (services.branch_select, {"message_id": {"id": 1}}),
-        (services.branch_select, {"message_id": None}),
+        ("message.send", {"content": "hi", "client_id": {"a": 1}}),
+        ("message.send", {"content": "hi", "client_id": 5}),
+        ("message.edit", {"message_id": 5, "content": "hi"}),
+        ("message.edit", {"message_id": ["x"], "content": "hi"}),
+        ("message.edit", {"message_id": str(uuid.uuid4()), "content": "hi", "client_id": []}),
+        ("branch.select", {"message_id": {"id": 1}}),
+        ("branch.select", {"message_id": None}),
     ],
 )
-async def test_services_refuse_wrong_types_with_a_service_error(user: Any, service: Any, kwargs: dict[str, Any]):
-    conversation = await make_conversation(user)
-    with pytest.raises(services.ServiceError) as refused:
-        await database_sync_to_async(service)(conversation=conversation, **kwargs)
+def test_wrong_types_are_refused_at_the_edge_before_any_service(kind: str, kwargs: dict[str, Any]):
+    # The services take typed arguments: a frame's wrong types end at its schema, naming the field.
+    with pytest.raises(frames.BadFrame) as refused:
+        frames.parse({"type": kind, **kwargs})
     assert refused.value.code == "invalid_field"
+    assert refused.value.field in kwargs

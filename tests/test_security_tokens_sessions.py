@@ -17,10 +17,9 @@ import pytest
 import redis
 import websockets
 from django.contrib.auth.models import User
-from django.http import HttpResponse
 from django.test import RequestFactory
 
-from chat import tokens
+from chat import apiauth, services
 from tests.live import PASSWORD, ROOT, TEST_REDIS_URL, LiveSite, sign_up, socket_headers
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -197,16 +196,10 @@ def test_revoking_a_leaked_token_from_the_session_locks_its_holder_out(live_site
 
 def test_a_tokens_user_is_never_staff(db):
     staff = User.objects.create_user("boss", password="x-long-password-1", is_staff=True, is_superuser=True)
-    _, plain = tokens.token_create(user=staff, name="ci")
-    seen: dict[str, Any] = {}
-
-    def view(request: Any) -> Any:
-        seen["user"] = request.user
-        return HttpResponse()
-
-    middleware = tokens.bearer_token_middleware(view)
-    middleware(RequestFactory().get("/api/conversations/", HTTP_AUTHORIZATION=f"Bearer {plain}"))
-    user = seen["user"]
+    _, plain = services.token_create(user=staff, name="ci")
+    request = RequestFactory().get("/api/conversations/", HTTP_AUTHORIZATION=f"Bearer {plain}")
+    apiauth.TokenAuth()(request)
+    user = request.user
     assert user.pk == staff.pk and not user.is_staff and not user.is_superuser
     assert not user.has_perm("auth.change_user")
     staff.refresh_from_db()

@@ -8,8 +8,9 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from pydantic import ValidationError
 
-from chat import recovery, selectors, services, titles
+from chat import prompt, recovery, schemas, selectors, services, titles
 from chat.models import Conversation, Message
 
 pytestmark = pytest.mark.django_db
@@ -30,10 +31,10 @@ def test_conversation_defaults_and_validation(user, settings):
     assert conversation.model == settings.DEEPSEEK_MODELS[0] == "deepseek-v4-flash"
     assert conversation.thinking is True
     assert isinstance(conversation.id, uuid.UUID)
-    with pytest.raises(services.ServiceError) as refused:
-        services.conversation_create(owner=user, model="deepseek-reasoner")
-    assert refused.value.code == "invalid_model"
-    assert "deepseek-v4-pro" in refused.value.detail
+    with pytest.raises(ValidationError) as refused:  # checked at the edge, before the service
+        schemas.ConversationIn.model_validate({"model": "deepseek-reasoner"})
+    assert refused.value.errors()[0]["type"] == "invalid_model"
+    assert "deepseek-v4-pro" in refused.value.errors()[0]["ctx"]["detail"]
 
 
 def test_one_streaming_reply_per_conversation_is_held_by_the_database(user):
@@ -80,7 +81,7 @@ def test_history_alternates_with_the_system_prompt_first(user):
     _message(conversation, "assistant", "answer", status="stopped", seconds=3)
     _message(conversation, "user", "three", seconds=4)
     reply = _message(conversation, "assistant", "", status="streaming", seconds=5)
-    context = selectors.reply_context(message_id=reply.id)
+    context = prompt.reply_context(message_id=reply.id)
     assert context.request.messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "one\n\ntwo"},
@@ -98,7 +99,7 @@ def test_reasoning_is_not_sent_back(user):
     answered.save()
     _message(conversation, "user", "q2", seconds=2)
     reply = _message(conversation, "assistant", "", status="streaming", seconds=3)
-    sent = selectors.reply_context(message_id=reply.id).request.messages
+    sent = prompt.reply_context(message_id=reply.id).request.messages
     assert all("secret" not in m["content"] for m in sent)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 
+from chat import generation
 from chat.models import Conversation
 from chat.titles import clean, first_line
 from tests.conftest import make_conversation, open_socket, receive_until
@@ -51,3 +54,5 @@ async def test_after_the_first_reply_the_cheap_model_writes_the_title(user, fake
     await receive_until(socket, "message.completed")
     assert len(fake_upstream.requests) == 3
     await socket.disconnect()
+    # The writer and its title check end just after message.completed: let them, before the database is flushed.
+    await asyncio.wait_for(asyncio.gather(*list(generation._background), return_exceptions=True), 10)

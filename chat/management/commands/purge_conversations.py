@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from chat import review
+from chat import services
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         if days < 1:
             self.stderr.write("--days must be at least 1.")
             raise SystemExit(2)
-        count = review.conversations_purge(older_than_days=days, dry_run=dry_run)
+        count = services.conversations_purge(older_than_days=days, dry_run=dry_run)
         verb = "would delete" if dry_run else "deleted"
         logger.info("retention: %s %d conversations older than %d days", verb, count, days)
         self.stdout.write(f"{verb.capitalize()} {count} conversation(s) not updated for {days} days.")

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from chat import review
+from chat import review, services
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,6 @@ class Command(BaseCommand):
         if not yes and input(f"Delete {username} and all their conversations? [y/N] ").strip().lower() != "y":
             raise CommandError("Nothing deleted.")
         user_id = user.pk
-        count = review.user_delete(user=user)
+        count = services.user_delete(user=user)
         logger.info("user deleted with %d conversations", count, extra={"user_id": user_id})
         self.stdout.write(f"Deleted {username} and {count} conversation(s).")

@@ -18,6 +18,7 @@ from django.utils.translation import gettext
 from ninja import Header, NinjaAPI, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
+from redis.exceptions import RedisError
 
 from chat import apiauth, exports, fields, inputs, schemas, selectors, services, streams
 from chat.eventschema import ConversationDict
@@ -105,6 +106,21 @@ def _refused(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
     return response
 
 
+BUS_RETRY_SECONDS = 2
+
+
+def bus_unavailable_detail() -> str:
+    """Why a stream could not start: Redis (the channel layer, the reply store) is away, usually restarting."""
+    return gettext("The site is reconnecting to its message bus; try again in a moment.")
+
+
+def _bus_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """503 with Retry-After, not a 500, while Redis restarts: the request can simply be sent again."""
+    response = error_response(503, "unavailable", bus_unavailable_detail())
+    response["Retry-After"] = str(BUS_RETRY_SECONDS)
+    return response
+
+
 def _not_found(request: HttpRequest, exc: NotFound | Http404) -> HttpResponse:
     detail = exc.detail if isinstance(exc, NotFound) else gettext("No such conversation.")
     return error_response(404, "not_found", detail)
@@ -120,6 +136,8 @@ for _kind, _handler in (
     (services.ServiceError, _refused),
     (NotFound, _not_found),
     (Http404, _not_found),
+    (RedisError, _bus_down),
+    (ConnectionError, _bus_down),
 ):
     api.add_exception_handler(_kind, _handler)
 

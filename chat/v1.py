@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal
 
 from channels.db import database_sync_to_async
 from django.conf import settings
@@ -17,10 +17,13 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from openai.types import Model
+from openai.types.chat import ChatCompletion
+from redis.exceptions import RedisError
 from typing_extensions import TypedDict
 
 from chat import apiauth, compat, events, inputs, services, streams
-from chat.api import EdgeParser
+from chat.api import BUS_RETRY_SECONDS, EdgeParser, bus_unavailable_detail
 from chat.models import Conversation
 
 MODEL_CREATED = 1_700_000_000  # DeepSeek gives no date; a fixed one keeps clients' pydantic models happy.
@@ -101,6 +104,13 @@ def _refusal(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
     return openai_error(400, exc.detail, code=exc.code, param=param)
 
 
+def _bus_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """503 with Retry-After while Redis restarts, as DeepSeek answers when it is busy: clients retry."""
+    response = openai_error(503, bus_unavailable_detail(), code="unavailable")
+    response["Retry-After"] = str(BUS_RETRY_SECONDS)
+    return response
+
+
 for _kind, _handler in (
     (apiauth.ApiRefusal, _no_token),
     (AuthenticationError, _no_token),
@@ -110,17 +120,10 @@ for _kind, _handler in (
     (RequestDataTooBig, _too_large),
     (compat.InvalidCall, _invalid_call),
     (services.ServiceError, _refusal),
+    (RedisError, _bus_down),
+    (ConnectionError, _bus_down),
 ):
     api.add_exception_handler(_kind, _handler)
-
-
-class Model(TypedDict):
-    """A model as OpenAI lists it."""
-
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
 
 
 class ModelList(TypedDict):
@@ -145,71 +148,18 @@ class OpenAIError(TypedDict):
     error: OpenAIErrorBody
 
 
-class AnswerMessage(TypedDict):
-    """The reply, with DeepSeek's `reasoning_content` when it thought."""
-
-    role: Literal["assistant"]
-    content: str
-    reasoning_content: NotRequired[str]
-
-
-class Choice(TypedDict):
-    """The one choice of a completion."""
-
-    index: int
-    message: AnswerMessage
-    logprobs: None
-    finish_reason: str
-
-
-class PromptTokensDetails(TypedDict):
-    """Prompt tokens served from DeepSeek's cache."""
-
-    cached_tokens: int
-
-
-class CompletionTokensDetails(TypedDict):
-    """Completion tokens spent thinking."""
-
-    reasoning_tokens: int
-
-
-class OpenAIUsage(TypedDict):
-    """OpenAI's usage object, with DeepSeek's cache fields too."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    prompt_tokens_details: PromptTokensDetails
-    completion_tokens_details: CompletionTokensDetails
-    prompt_cache_hit_tokens: int
-    prompt_cache_miss_tokens: int
-
-
-class ChatCompletion(TypedDict):
-    """A whole reply (`stream` false), as `chat.completion`."""
-
-    id: str
-    object: Literal["chat.completion"]
-    created: int
-    model: str
-    system_fingerprint: None
-    choices: list[Choice]
-    usage: OpenAIUsage | None
-
-
-def _model_body(model_id: str) -> Model:
+def _model_body(model_id: str) -> dict[str, Any]:
     return {"id": model_id, "object": "model", "created": MODEL_CREATED, "owned_by": "deepseek"}
 
 
 @api.get("/models", response={200: ModelList, 401: OpenAIError})
-def models(request: HttpRequest) -> ModelList:
+def models(request: HttpRequest) -> dict[str, Any]:
     """The models this site offers, as `GET /v1/models` lists them."""
     return {"object": "list", "data": [_model_body(m) for m in settings.DEEPSEEK_MODELS]}
 
 
 @api.get("/models/{str:model_id}", response={200: Model, 401: OpenAIError, 404: OpenAIError})
-def model(request: HttpRequest, model_id: str) -> HttpResponse | Model:
+def model(request: HttpRequest, model_id: str) -> HttpResponse | dict[str, Any]:
     """One model, or 404 in OpenAI's words."""
     if model_id not in settings.DEEPSEEK_MODELS:
         return openai_error(404, f"The model `{model_id}` does not exist.", code="model_not_found", param="model")

@@ -150,3 +150,42 @@ def test_a_reasoning_effort_deepseek_does_not_know_is_refused(api, effort):
         f"/api/conversations/{conversation['id']}/", {"reasoning_effort": "high"}, content_type="application/json"
     )
     assert ok.json()["reasoning_effort"] == "high"
+
+
+@pytest.mark.parametrize("accept", ["application/x-ndjson", "text/event-stream"])
+def test_a_stream_asked_while_redis_restarts_is_a_503_to_retry_not_a_500(api, user, monkeypatch, accept):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from chat import streams
+
+    async def away(self):
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(streams.Feed, "open", away)
+    conversation = post_json(api, "/api/conversations/", {}).json()
+    response = post_json(
+        api, f"/api/conversations/{conversation['id']}/messages/", {"content": "hi"}, HTTP_ACCEPT=accept
+    )
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    assert response.json()["error"]["code"] == "unavailable"
+    events = api.get(f"/api/conversations/{conversation['id']}/events/")
+    assert events.status_code == 503 and events.json()["error"]["code"] == "unavailable"
+
+
+def test_v1_while_redis_restarts_is_a_503_in_openais_shape(user, monkeypatch):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from chat import services, streams
+
+    async def away(self):
+        raise RedisConnectionError("Connection refused")
+
+    monkeypatch.setattr(streams.Feed, "open", away)
+    _, plain = services.token_create(user=user, name="agent")
+    call = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    response = Client().post(
+        "/v1/chat/completions", json.dumps(call), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {plain}"
+    )
+    assert response.status_code == 503 and response["Retry-After"] == "2"
+    assert response.json()["error"]["code"] == "unavailable" and response.json()["error"]["type"] == "api_error"
+    assert not Conversation.objects.filter(owner=user).exists()  # nothing stored: the call can be sent again

@@ -46,6 +46,20 @@ def test_the_schema_is_valid_openapi_and_covers_every_route(client):
     validate(document)
     assert set(document["paths"]) == _routes()
     assert document["servers"] == [{"url": "http://testserver"}]
+    # Generated from the routes, streaming ones included with their media types, and both kinds of caller.
+    paths = document["paths"]
+    send = paths["/api/conversations/{conversation_id}/messages/"]["post"]["responses"]
+    assert {"application/x-ndjson", "text/event-stream"} <= set(send["200"]["content"])
+    assert send["202"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SendAccepted"}
+    assert (
+        "text/event-stream"
+        in paths["/api/conversations/{conversation_id}/events/"]["get"]["responses"]["200"]["content"]
+    )
+    completions = paths["/v1/chat/completions"]["post"]
+    assert {"application/json", "text/event-stream"} <= set(completions["responses"]["200"]["content"])
+    assert completions["security"] == [{"TokenAuth": []}]
+    assert {"TokenAuth", "SessionAuth"} == set(document["components"]["securitySchemes"])
+    assert paths["/api/tokens/"]["post"]["security"] == [{"SessionAuth": []}]  # a token cannot make tokens
 
 
 def test_the_docs_page_shows_each_example_exactly_as_the_tests_run_it(client):

@@ -166,6 +166,25 @@ def _search(value: Any) -> str:
     return value
 
 
+def _instructions(value: Any) -> str:
+    """Custom instructions from the settings form: storable text within CHAT_MAX_MESSAGE_CHARS."""
+    if not isinstance(value, str):
+        raise refuse("invalid_field", gettext("The field %(field)s is not valid.") % {"field": "custom_instructions"})
+    if inputs.FORBIDDEN.search(value):
+        raise refuse(
+            "invalid_text",
+            gettext("The %(field)s holds a NUL character or an unpaired surrogate, which cannot be stored.")
+            % {"field": "custom_instructions"},
+        )
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(value) > limit:
+        raise refuse(
+            "content_too_long",
+            gettext("Custom instructions are limited to %(limit)s characters.") % {"limit": f"{limit:,}"},
+        )
+    return value.strip()
+
+
 def _export_format(value: Any) -> str:
     if value not in {"md", "json"}:
         raise refuse("bad_request", gettext("Choose format=md or format=json."))
@@ -191,3 +210,4 @@ SearchText = Annotated[
     str, BeforeValidator(_search), Field(description="Only those whose title or a message holds it.")
 ]
 ExportFormat = Annotated[str, BeforeValidator(_export_format), Field(json_schema_extra={"enum": ["md", "json"]})]
+CustomInstructions = Annotated[str, BeforeValidator(_instructions)]

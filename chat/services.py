@@ -488,13 +488,7 @@ def user_language_set(*, user: AbstractBaseUser, language: str) -> None:
 
 def custom_instructions_set(*, user: AbstractBaseUser, text: str) -> None:
     """Keep what the user wants every new reply to know (sent as a system message before the conversation's)."""
-    limit = settings.CHAT_MAX_MESSAGE_CHARS
-    if len(text) > limit:
-        raise ServiceError(
-            "content_too_long",
-            gettext("Custom instructions are limited to %(limit)s characters.") % {"limit": f"{limit:,}"},
-        )
-    Preferences.objects.update_or_create(user=user, defaults={"custom_instructions": text.strip()})
+    Preferences.objects.update_or_create(user=user, defaults={"custom_instructions": text})
 
 
 def conversation_start(

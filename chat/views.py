@@ -17,7 +17,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext, gettext_lazy
 from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from chat import api, apiauth, apidoc, compat, fields, inputs, language, schemas, selectors, services, signin
 from chat.models import Conversation, Preferences
@@ -48,6 +48,9 @@ def language_set(request: HttpRequest) -> HttpResponse:
     return response
 
 
+CUSTOM_INSTRUCTIONS = TypeAdapter(fields.CustomInstructions)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def settings_page(request: HttpRequest) -> HttpResponse:
@@ -58,10 +61,12 @@ def settings_page(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         instructions = request.POST.get("custom_instructions", "")
         try:
-            services.custom_instructions_set(user=request.user, text=instructions)
+            text = CUSTOM_INSTRUCTIONS.validate_python(instructions)
+        except ValidationError as exc:
+            error = fields.refusal_of(exc.errors()).detail
+        else:
+            services.custom_instructions_set(user=request.user, text=text)
             saved = True
-        except services.ServiceError as exc:
-            error = exc.detail
     context = {
         "custom_instructions": instructions,
         "error": error,

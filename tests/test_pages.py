@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from chat import services
-from chat.models import Message
+from chat.models import Message, Preferences
 from tests.conftest import admin_change
 
 pytestmark = pytest.mark.django_db
@@ -147,3 +147,16 @@ def test_an_export_is_named_after_its_title_in_any_language(user):
     untitled = services.conversation_create(owner=user)
     header = client.get(f"/api/conversations/{untitled.id}/export/?format=json")["Content-Disposition"]
     assert header == f'attachment; filename="conversation-{untitled.id}.json"'
+
+
+def test_custom_instructions_too_long_or_unstorable_are_refused_on_the_page_and_not_saved(user, settings):
+    settings.CHAT_MAX_MESSAGE_CHARS = 50
+    client = Client()
+    client.force_login(user)
+    too_long = client.post("/accounts/settings/", {"custom_instructions": "x" * 51})
+    assert too_long.status_code == 400 and "50" in too_long.content.decode()
+    nul = client.post("/accounts/settings/", {"custom_instructions": "a\x00b"})
+    assert nul.status_code == 400  # PostgreSQL refuses a NUL in text: refused here, never a 500
+    saved = client.post("/accounts/settings/", {"custom_instructions": "  Answer briefly.  "})
+    assert saved.status_code == 200
+    assert Preferences.objects.get(user=user).custom_instructions == "Answer briefly."

@@ -34,6 +34,14 @@ const systemPromptToggle = document.getElementById("system-prompt-toggle");
 const counter = document.getElementById("composer-count");
 let pendingClientId = null;
 let deletingHere = false;
+let leaving = false;
+// Leave the page once: the DELETE's answer and the socket's conversation.deleted both come, in either order,
+// and a second navigation would abort the first.
+function leave(url) {
+  if (leaving) return;
+  leaving = true;
+  location.assign(url);
+}
 // What the notice is about: it clears itself once that is over ("connection": the socket is back;
 // "busy": the reply being written has ended).
 let noticeCause = null;
@@ -106,7 +114,7 @@ const handlers = {
     if (event.conversation.id === config.id) {
       socket.close();
       // Deleted on another device: the home page says why this one left the conversation.
-      location.assign(deletingHere ? "/" : "/?left=deleted");
+      leave(deletingHere ? "/" : "/?left=deleted");
     }
   },
   error: (event) => {
@@ -262,7 +270,7 @@ document.getElementById("delete").addEventListener("click", async () => {
   deletingHere = true;
   try {
     await apiFetch(config.apiPath, { method: "DELETE" });
-    location.assign("/");
+    leave("/");
   } catch (error) {
     showNotice(error.message);
   }

@@ -96,6 +96,7 @@ def test_the_language_chosen_in_the_page_follows_the_user_to_other_devices(brows
     sign_up_in_browser(laptop, base_url, "switcher")
     assert laptop.get_attribute("html", "lang") == "en"
     assert laptop.inner_text("#new-conversation") == "+ New conversation"
+    laptop.wait_for_selector("#language-apply", state="hidden")  # page.js is there to send the choice
     laptop.select_option("#language-select", "zh-hans")
     laptop.wait_for_selector("html[lang=zh-hans]")
     assert laptop.inner_text("#new-conversation") == "+ 新对话"
@@ -107,7 +108,8 @@ def test_the_language_chosen_in_the_page_follows_the_user_to_other_devices(brows
     phone.fill("#id_password", PASSWORD)
     phone.click("button[type=submit]")
     phone.wait_for_selector("html[lang=zh-hans] .empty-state")
-    # And back to English, from the phone this time.
+    # And back to English, from the phone this time (once page.js, which sends the choice, has run).
+    phone.wait_for_selector("#language-apply", state="hidden")
     phone.select_option("#language-select", "en")
     phone.wait_for_selector("html[lang=en]")
     laptop.reload()

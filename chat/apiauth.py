@@ -120,15 +120,14 @@ class NoToken:
 
     def __call__(self, request: HttpRequest) -> None:
         """Refuse any bearer header; otherwise let the session decide."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
+        if bearer(request) is not None:
             raise SessionRequired(
                 "API tokens are managed from a logged-in session on the API tokens page, not with a token."
             )
 
 
 def bearer(request: HttpRequest) -> str | None:
-    """The bearer token a request presents, if any (for code that must tell token requests apart)."""
+    """The bearer token a request presents, if any."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 

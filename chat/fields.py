@@ -153,29 +153,24 @@ def _client_id(value: Any) -> str:
     return value[:100]
 
 
+def _storable(value: Any, *, field: str) -> str:
+    """Text a form or query string sent, refused (as `inputs.clean_text` refuses it) when it cannot be stored."""
+    if not isinstance(value, str):
+        raise refuse("invalid_field", gettext("The field %(field)s is not valid.") % {"field": field})
+    try:
+        return inputs.clean_text(value, field=field)
+    except inputs.InvalidInput as exc:
+        raise refuse(exc.code, exc.detail) from exc
+
+
 def _search(value: Any) -> str:
     """Text from a query string, refused if it holds what cannot be stored or searched."""
-    if not isinstance(value, str):
-        raise refuse("invalid_field", gettext("The field %(field)s is not valid.") % {"field": "q"})
-    if inputs.FORBIDDEN.search(value):
-        raise refuse(
-            "invalid_text",
-            gettext("The %(field)s holds a NUL character or an unpaired surrogate, which cannot be stored.")
-            % {"field": "q"},
-        )
-    return value
+    return _storable(value, field="q")
 
 
 def _instructions(value: Any) -> str:
     """Custom instructions from the settings form: storable text within CHAT_MAX_MESSAGE_CHARS."""
-    if not isinstance(value, str):
-        raise refuse("invalid_field", gettext("The field %(field)s is not valid.") % {"field": "custom_instructions"})
-    if inputs.FORBIDDEN.search(value):
-        raise refuse(
-            "invalid_text",
-            gettext("The %(field)s holds a NUL character or an unpaired surrogate, which cannot be stored.")
-            % {"field": "custom_instructions"},
-        )
+    value = _storable(value, field="custom_instructions")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(value) > limit:
         raise refuse(

@@ -26,7 +26,7 @@ MAX_DEPTH = 32  # arrays and objects inside each other; real bodies need 4 or 5
 MAX_FIELD_NAME = 100  # characters of a field name quoted in an error
 
 # NUL (PostgreSQL text refuses it) and UTF-16 surrogates, which only ever occur unpaired in a str.
-FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
+_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 # In JSON text, a NUL or a surrogate can only come from one itself or from a `\u` escape of one.
 _SUSPECT = re.compile("[\x00\ud800-\udfff]|\\\\u(?:0000|[dD][89a-fA-F])")
 # In json.dumps(…, ensure_ascii=False): a surrogate is kept as is, a NUL is written as an unescaped `\u0000`.
@@ -116,7 +116,7 @@ def _check_tree(data: Any, *, max_depth: int, texts: bool) -> None:
             _check_texts(data, field=None)
         return
     for name, value in data.items():
-        field = FORBIDDEN.sub("?", name)[:MAX_FIELD_NAME]
+        field = _FORBIDDEN.sub("?", name)[:MAX_FIELD_NAME]
         _check_depth(value, levels=max_depth - 1, max_depth=max_depth, field=field)
         if texts:
             _check_texts({name: value}, field=field)
@@ -162,7 +162,7 @@ def json_object(request: HttpRequest) -> dict[str, Any]:
 
 def clean_text(value: str, *, field: str) -> str:
     """A text from a query string or a form, refused if it holds what cannot be stored."""
-    if FORBIDDEN.search(value):
+    if _FORBIDDEN.search(value):
         raise InvalidInput(
             gettext("The %(field)s holds a NUL character or an unpaired surrogate, which cannot be stored.")
             % {"field": field},

@@ -7,7 +7,7 @@ same codes and sentences as a socket frame. Outputs are the contract's typed sha
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from django.utils.translation import gettext
 from ninja import Schema
@@ -15,7 +15,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from chat import fields
-from chat.eventschema import ConversationDict, Event, MessageDict
+from chat.eventschema import ConversationDict, MessageDict
 
 # ---- inputs ----
 
@@ -166,8 +166,3 @@ class TokenList(Schema):
     """`GET /api/tokens/`: the live tokens, never their values."""
 
     tokens: list[Token]
-
-
-# The reply's events as they stream (NDJSON lines, or SSE `data:`): the contract's event shapes.
-StreamEvent = Event
-ExportFormat = Literal["md", "json"]

@@ -15,6 +15,23 @@ The last user message may carry a directive such as `[[fake tokens=40 delay=0.02
 - `finish=REASON` end with that finish reason (`length`, `content_filter`, ...);
 - `stamp` each answer token is the wall-clock time it was sent, in ns (`1763800000123456789 `), so a
   client on the same machine measures the latency of every token (bench/relay.py).
+- `tool=NAME` (or `tool=NAME1,NAME2` for parallel calls) call that tool instead of answering, when the request
+  has `tools`; `args={"a":2,"b":3}` (compact JSON, no spaces; sent verbatim, even if it is not valid JSON) the
+  arguments of every call, else an instance of the tool's `parameters` schema (`schema_instance`).
+
+Function calling and structured output, as DeepSeek V4 does them in OpenAI's chat completions format:
+
+- when the request has `tools` and its last message is the user's, a `tool=` directive, `tool_choice: "required"`
+  (the first tool) or `tool_choice: {"type": "function", "function": {"name": X}}` streams tool calls: reasoning
+  as usual, then per call a chunk with its index, `call_<12 hex>` id and name, then its arguments a few characters
+  a chunk; finish `tool_calls`. `tool_choice: "none"` never calls; `parallel_tool_calls: false` keeps one call;
+- when the last message is a `tool` result the answer is `Tool results: ` and the tool messages after the last
+  assistant message joined by `; ` (the directive still applies, bar `tool=`, `tokens=` and `echo`);
+- `response_format` `json_schema` answers `json.dumps(schema_instance(schema))`, `json_object` answers
+  `{"answer": "w0"}` (whenever no tool is called);
+- 400, as DeepSeek answers: with thinking on, an assistant message with `tool_calls` after the last user message
+  but no `reasoning_content`; a `tool` message whose `tool_call_id` is not among the `tool_calls` of the nearest
+  assistant message before it.
 
 The retired model ids answer 400, as DeepSeek does since 2026-07-24.
 
@@ -27,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import socket
 import threading
 import time
@@ -35,7 +53,8 @@ from typing import Any
 
 import uvicorn
 
-DIRECTIVE = re.compile(r"\[\[fake([^\]]*)\]\]")
+# A lone `]` may appear inside (`args={"a":[1]}`); `]]` ends the directive.
+DIRECTIVE = re.compile(r"\[\[fake((?:[^\]]|\](?!\]))*)\]\]")
 RETIRED_MODELS = {"deepseek-chat", "deepseek-reasoner"}
 
 
@@ -60,6 +79,8 @@ class Script:
     keepalive_after: int = -1
     finish: str = "stop"
     stamp: bool = False
+    tool: list[str] = field(default_factory=list)
+    args: str | None = None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Script:
@@ -89,8 +110,10 @@ class Script:
             elif key == "fail":
                 status, _, times = value.partition("x")
                 script.fail_status, script.fail_times = int(status), int(times or 1)
-            elif key in {"retry_after", "finish"}:
+            elif key in {"retry_after", "finish", "args"}:
                 setattr(script, key, value)
+            elif key == "tool":
+                script.tool = [name for name in value.split(",") if name]
             elif hasattr(script, key):
                 setattr(script, key, int(value))
         return script
@@ -115,6 +138,122 @@ def answer_text(tokens: int) -> str:
 def reasoning_text(tokens: int) -> str:
     """The whole reasoning the fake streams for `tokens` tokens."""
     return "".join(f"r{i} " for i in range(tokens))
+
+
+def schema_instance(schema: dict[str, Any]) -> Any:
+    """A value that fits `schema`, predictable enough for a test to assert on (`add(a, b)` gets a=2, b=3)."""
+    numbers = iter(range(2, 1_000_000))
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        seen = 0
+        while isinstance(node.get("$ref"), str) and node["$ref"].startswith("#/") and seen < 32:
+            target: Any = schema
+            for step in node["$ref"][2:].split("/"):
+                target = target.get(step.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, dict) else {}
+            node, seen = {**{k: v for k, v in node.items() if k != "$ref"}, **target}, seen + 1
+        return node
+
+    def build(node: Any, depth: int) -> Any:
+        if not isinstance(node, dict):
+            return "example"
+        node = resolve(node)
+        if "const" in node:
+            return node["const"]
+        if node.get("enum"):
+            return node["enum"][0]
+        for key in ("anyOf", "oneOf"):
+            if node.get(key):
+                branches = [b for b in node[key] if not (isinstance(b, dict) and resolve(b).get("type") == "null")]
+                return build((branches or node[key])[0], depth)
+        if node.get("allOf"):
+            merged: dict[str, Any] = {}
+            for part in node["allOf"]:
+                part = resolve(part) if isinstance(part, dict) else {}
+                merged = {
+                    **merged,
+                    **part,
+                    "properties": {**merged.get("properties", {}), **part.get("properties", {})},
+                }
+            return build({**{k: v for k, v in node.items() if k != "allOf"}, **merged}, depth)
+        kind = node.get("type")
+        if isinstance(kind, list):
+            kind = next((k for k in kind if k != "null"), "null")
+        if kind is None:
+            kind = "array" if "items" in node else "object"
+        if kind in {"integer", "number"}:
+            return next(numbers)
+        if kind == "string":
+            return "example"
+        if kind == "boolean":
+            return True
+        if kind == "null":
+            return None
+        if kind == "array":
+            return [] if depth > 8 else [build(node.get("items", {}), depth + 1)]
+        if depth > 8:
+            return {}
+        return {name: build(sub, depth + 1) for name, sub in (node.get("properties") or {}).items()}
+
+    return build(schema, 0)
+
+
+def request_error(messages: list[dict[str, Any]], thinking: bool) -> str | None:
+    """Why DeepSeek would refuse this history with a 400, or None: its rules for tool calls and thinking."""
+    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
+    after = users[-1] + 1 if users else 0
+    if thinking:
+        for index in range(after, len(messages)):
+            message = messages[index]
+            if (
+                message.get("role") == "assistant"
+                and message.get("tool_calls")
+                and not message.get("reasoning_content")
+            ):
+                return (
+                    f"Missing `reasoning_content` field in the assistant message at message index {index}. For more"
+                    " information, please refer to https://api-docs.deepseek.com/guides/thinking_mode#tool-calls"
+                )
+    for index, message in enumerate(messages):
+        if message.get("role") != "tool":
+            continue
+        before = next((m for m in reversed(messages[:index]) if m.get("role") == "assistant"), {})
+        ids = {call.get("id") for call in before.get("tool_calls") or [] if isinstance(call, dict)}
+        if message.get("tool_call_id") not in ids:
+            return "Messages with role 'tool' must be a response to a preceding message with 'tool_calls'"
+    return None
+
+
+def text_of(content: Any) -> str:
+    """A message's text, whether a string or a list of content parts."""
+    if isinstance(content, list):
+        return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
+
+
+def tool_calls_wanted(body: dict[str, Any], script: Script) -> list[tuple[str, dict[str, Any]]]:
+    """The (name, parameters schema) of each tool the fake calls for this request; empty to answer instead."""
+    tools = [t.get("function") or {} for t in body.get("tools") or [] if isinstance(t, dict)]
+    messages = body.get("messages") or [{}]
+    choice = body.get("tool_choice")
+    if not tools or messages[-1].get("role") != "user" or choice == "none":
+        return []
+    if isinstance(choice, dict) and (choice.get("function") or {}).get("name"):
+        names = [choice["function"]["name"]]
+    elif script.tool:
+        names = script.tool
+    elif choice == "required":
+        names = [tools[0].get("name", "")]
+    else:
+        return []
+    if body.get("parallel_tool_calls") is False:
+        names = names[:1]
+    schemas = {t.get("name"): t.get("parameters") or {"type": "object", "properties": {}} for t in tools}
+    return [(name, schemas.get(name, {"type": "object", "properties": {}})) for name in names]
+
+
+def pieces_of(text: str, size: int = 4) -> list[str]:
+    """`text` in pieces of `size` characters, as a stream delivers it."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class FakeUpstream:
@@ -152,6 +291,19 @@ class FakeUpstream:
             message = f"Model Not Exist: {body['model']} was retired on 2026-07-24"
             await self._json(send, 400, {"error": {"message": message, "type": "invalid_request_error"}})
             return
+        thinking = (body.get("thinking") or {}).get("type") != "disabled"
+        refusal = request_error(body.get("messages") or [], thinking)
+        if refusal is not None:
+            record.outcome = "status 400"
+            record.ended.set()
+            error = {
+                "message": refusal,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_request_error",
+            }
+            await self._json(send, 400, {"error": error})
+            return
         key = json.dumps(body.get("messages", [])[-1:])
         self.attempts[key] = self.attempts.get(key, 0) + 1
         if script.fail_status and self.attempts[key] <= script.fail_times:
@@ -178,6 +330,42 @@ class FakeUpstream:
         except (asyncio.CancelledError, ConnectionError, OSError):
             pass
         record.ended.set()
+
+    @staticmethod
+    def _answer(body: dict[str, Any], script: Script) -> tuple[list[dict[str, Any]], str, int, bool]:
+        """The deltas after the reasoning, the finish reason, the answer's tokens and whether it is the plain one."""
+        calls = tool_calls_wanted(body, script)
+        if calls:
+            deltas: list[dict[str, Any]] = []
+            tokens = 0
+            for index, (name, parameters) in enumerate(calls):
+                arguments = script.args if script.args is not None else json.dumps(schema_instance(parameters))
+                tokens += 3 + len(name + arguments) // 4
+                head = {"index": index, "id": f"call_{secrets.token_hex(6)}", "type": "function"}
+                head["function"] = {"name": name, "arguments": ""}
+                deltas.append({"content": None, "tool_calls": [head]})
+                deltas += [
+                    {"content": None, "tool_calls": [{"index": index, "function": {"arguments": part}}]}
+                    for part in pieces_of(arguments)
+                ]
+            return deltas, "tool_calls" if script.finish == "stop" else script.finish, tokens, False
+        messages = body.get("messages") or [{}]
+        answer_format = body.get("response_format") or {}
+        text: str | None = None
+        if answer_format.get("type") == "json_schema":
+            schema = (answer_format.get("json_schema") or {}).get("schema") or {}
+            text = json.dumps(schema_instance(schema), ensure_ascii=False)
+        elif answer_format.get("type") == "json_object":
+            text = '{"answer": "w0"}'
+        elif messages[-1].get("role") == "tool":
+            last_assistant = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=-1)
+            results = [text_of(m.get("content")) for m in messages[last_assistant + 1 :] if m.get("role") == "tool"]
+            text = "Tool results: " + "; ".join(results)
+        if text is not None:
+            return [{"content": part} for part in pieces_of(text)], script.finish, max(1, len(text) // 4), False
+        if script.echo is not None:
+            return [{"content": part} for part in pieces_of(script.echo)], script.finish, script.tokens, True
+        return [{"content": f"w{i} "} for i in range(script.tokens)], script.finish, script.tokens, True
 
     @staticmethod
     async def _watch_disconnect(receive: Any) -> None:
@@ -214,12 +402,12 @@ class FakeUpstream:
 
         thinking = (body.get("thinking") or {}).get("type") != "disabled"
         pieces: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        answer, finish, answer_tokens, plain = self._answer(body, script)
+        if thinking and finish == "tool_calls" and not script.reasoning:
+            script.reasoning = 2  # DeepSeek always thinks before it calls a tool in thinking mode
         if thinking:
             pieces += [{"reasoning_content": f"r{i} "} for i in range(script.reasoning)]
-        if script.echo is not None:
-            pieces += [{"content": script.echo[i : i + 4]} for i in range(0, len(script.echo), 4)]
-        else:
-            pieces += [{"content": f"w{i} "} for i in range(script.tokens)]
+        pieces += answer
         await send({"type": "http.response.body", "body": b": keep-alive\n\n", "more_body": True})
         if script.first:
             await asyncio.sleep(script.first)
@@ -258,16 +446,19 @@ class FakeUpstream:
             if script.delay:
                 await asyncio.sleep(script.delay)
         if not script.no_finish:
-            prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+            contents = [m.get("content") for m in body.get("messages", [])]
+            prompt = sum(len(str("" if content is None else content).split()) for content in contents)
+            completion = answer_tokens + (script.reasoning if thinking else 0)
             usage = {
                 "prompt_tokens": prompt,
-                "completion_tokens": script.tokens + (script.reasoning if thinking else 0),
-                "total_tokens": prompt + script.tokens,
+                "completion_tokens": completion,
+                # The plain answer keeps its old sum (reasoning left out); tool calls and JSON add it all up.
+                "total_tokens": prompt + (script.tokens if plain else completion),
                 "prompt_cache_hit_tokens": 0,
                 "prompt_cache_miss_tokens": prompt,
                 "completion_tokens_details": {"reasoning_tokens": script.reasoning if thinking else 0},
             }
-            await send({"type": "http.response.body", "body": chunk({}, script.finish, usage), "more_body": True})
+            await send({"type": "http.response.body", "body": chunk({}, finish, usage), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": True})
         await send({"type": "http.response.body", "body": b""})
         if record.outcome == "open":

@@ -15,12 +15,14 @@ ASGI lifespan: a restarted process closes the replies its predecessor left befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import datetime as dt
 import json
 import logging
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("log_context", default={})  # noqa: B039
@@ -32,13 +34,24 @@ SECRET = re.compile(r"(sk-[A-Za-z0-9_-]{8,}|dsc_[A-Za-z0-9_-]{8,}|(?i:bearer)\s+
 # whitespace; a quote ends it only where it closes the quoted URL (`"GET /x?q" 200`, `'/x?q'>`).
 URL_QUERY = re.compile(r"""(/[^\s?]*)\?(?:[^\s"']|["'](?!>?(?:\s|$)))*""")
 ACCESS = logging.getLogger("chatsite.access")
-CONTEXT_FIELDS = ("conversation_id", "message_id", "user_id")
+CONTEXT_FIELDS = ("conversation_id", "message_id", "user_id", "request_id")
 STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 def bind(**ids: Any) -> None:
     """Attach ids to every log record written from here on in this task (and tasks it starts)."""
     _context.set({**_context.get(), **{k: str(v) for k, v in ids.items() if v is not None}})
+
+
+@contextlib.contextmanager
+def bound(**ids: Any) -> Iterator[None]:
+    """`bind()` for one block (a request, in chat.v1wire): the ids bound before it are back at its end."""
+    before = _context.get()
+    bind(**ids)
+    try:
+        yield
+    finally:
+        _context.set(before)
 
 
 def _mask(text: str) -> str:
@@ -53,6 +66,11 @@ class ContextFilter(logging.Filter):
         for key, value in _context.get().items():
             if not hasattr(record, key):
                 setattr(record, key, value)
+        # django.request's line about an answer (a 404, a 401) is written once the middleware is done:
+        # the request it names still carries its id (chat.v1wire).
+        request_id = getattr(getattr(record, "request", None), "request_id", None)
+        if request_id and not hasattr(record, "request_id"):
+            record.request_id = request_id
         # The whole message is masked, not its parts: a query may span the format string and an
         # argument, and arguments may be a mapping (`"%(path)s", details`).
         try:

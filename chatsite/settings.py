@@ -123,6 +123,25 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item for item in env.list(name, cast=str.strip, default=default or []) if item]
 
 
+# A browser origin: scheme://host[:port], with no path (not even `/`), query, fragment or user.
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)(:[0-9]{1,5})?")
+
+
+def _origins(name: str) -> list[str]:
+    """A comma-separated list of origins, or `*`, refusing anything else (a path would never match)."""
+    origins = env_list(name)
+    if any(origin != "*" and not _ORIGIN.fullmatch(origin) for origin in origins):
+        raise ValueError(name)
+    return [origin.lower() for origin in origins]
+
+
+def env_origins(name: str) -> list[str]:
+    """Read a list of browser origins (`https://app.example.com,http://localhost:5173`), or `*` for any."""
+    return _checked(
+        name, "origins such as https://app.example.com (scheme://host[:port], no path) or *", lambda: _origins(name)
+    )
+
+
 def _database(default_url: str) -> dict[str, Any]:
     """DATABASE_URL as a DATABASES entry, with the connection options dj-database-url used to set.
 
@@ -180,6 +199,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "chatsite.csp.content_security_policy_middleware",
+    # x-request-id, JSON 404/405 and CORS on /v1/: early, so a preflight is answered before anything else.
+    "chat.v1wire.v1_wire_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -344,8 +365,16 @@ CHAT_SIGNUPS_PER_ADDRESS = env_int("CHAT_SIGNUPS_PER_ADDRESS", 10)  # per hour
 CHAT_LIMIT_SOCKETS_PER_USER = env_int("CHAT_LIMIT_SOCKETS_PER_USER", 50)
 # The history sent with a reply is cut, oldest turns first, to fit this many (estimated) tokens.
 CHAT_CONTEXT_TOKENS = env_int("CHAT_CONTEXT_TOKENS", 100000)
+# Tools in the chat (MCP servers staff register in the admin): rounds of tool calls in one reply, the time
+# one call may take (connecting included), and the characters of a result the model reads (the rest is cut).
+CHAT_TOOL_MAX_STEPS = env_int("CHAT_TOOL_MAX_STEPS", 8)
+CHAT_TOOL_TIMEOUT_SECONDS = env_float("CHAT_TOOL_TIMEOUT_SECONDS", 30)
+CHAT_TOOL_MAX_RESULT_CHARS = env_int("CHAT_TOOL_MAX_RESULT_CHARS", 20000)
 # Bearer token Prometheus sends to /metrics; unset, /metrics answers 404.
 CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN")
+# Browser origins allowed to call /v1/ (CORS), comma-separated (`https://app.example.com`), or `*`;
+# unset: none, and /v1/ answers no preflight (chat.v1wire).
+CHAT_V1_CORS_ORIGINS = env_origins("CHAT_V1_CORS_ORIGINS")
 # SSE streams send a `: ping` comment after this many seconds without an event.
 CHAT_SSE_HEARTBEAT_SECONDS = env_float("CHAT_SSE_HEARTBEAT_SECONDS", 15)
 # The simulator's pace, in seconds per token; tests make it faster.

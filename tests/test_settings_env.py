@@ -232,3 +232,37 @@ def test_lists_are_split_on_commas_and_trimmed(tmp_path):
         "CSRF_TRUSTED_ORIGINS": ["https://a.example"],
         "SESSION_COOKIE_SECURE": True,
     }
+
+
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        (None, []),  # unset: CORS off
+        ("", []),
+        (" https://App.Example.com , http://localhost:5173,, ", ["https://app.example.com", "http://localhost:5173"]),
+        ("https://[::1]:8443", ["https://[::1]:8443"]),
+        ("*", ["*"]),
+    ],
+)
+def test_v1_cors_origins_are_a_list_of_origins_or_a_star(tmp_path, value, origins):
+    env = {} if value is None else {"CHAT_V1_CORS_ORIGINS": value}
+    assert _settings(tmp_path, "CHAT_V1_CORS_ORIGINS", env=env) == {"CHAT_V1_CORS_ORIGINS": origins}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "app.example.com",  # no scheme
+        "https://app.example.com/",  # a path, even `/`, never matches a browser's Origin
+        "https://app.example.com/v1",
+        "https://app.example.com,https://user@other.example.com",
+        "https://app.example.com:port",
+        "https://app.example.com?x=1",
+        "**",
+    ],
+)
+def test_a_bad_v1_cors_origin_stops_start_up(tmp_path, value):
+    result = _run(tmp_path, SETUP, env={"CHAT_V1_CORS_ORIGINS": value})
+    assert result.returncode != 0
+    expected = "ImproperlyConfigured: CHAT_V1_CORS_ORIGINS must be origins such as https://app.example.com"
+    assert expected in result.stderr and f"got {value!r}" in result.stderr, result.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth import get_user_model
@@ -18,11 +19,11 @@ from django.forms import Script
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.template.response import TemplateResponse
 from django.urls import path
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext, gettext_lazy, ngettext
 
 from chat import review, services, signin
-from chat.models import Conversation, Message, UsageRecord, WordList
+from chat.models import Conversation, McpServer, Message, UsageRecord, WordList
 
 MESSAGE_FIELDS = (
     "created_at",
@@ -58,8 +59,8 @@ class MessageInline(ReadOnlyMixin, admin.StackedInline):
     """The transcript, oldest first, inside its conversation: each message's version, and its text as Markdown."""
 
     model = Message
-    fields = ("version", "rendered", *MESSAGE_FIELDS)
-    readonly_fields = ("version", "rendered", *MESSAGE_FIELDS)
+    fields = ("version", "rendered", "calls", *MESSAGE_FIELDS)
+    readonly_fields = ("version", "rendered", "calls", *MESSAGE_FIELDS)
     ordering = ("created_at",)
     extra = 0
     can_delete = False
@@ -91,6 +92,26 @@ class MessageInline(ReadOnlyMixin, admin.StackedInline):
     def rendered(self, obj: Message) -> str:
         """The text as the chat shows it: the script renders it, sanitised; without it the text stays plain."""
         return format_html('<div class="admin-markdown" data-markdown="">{}</div>', obj.content)
+
+    @admin.display(description=gettext_lazy("tool calls"))
+    def calls(self, obj: Message) -> str:
+        """Each function call the reply asked for, with its arguments and the result that came back, escaped."""
+        if not obj.tool_calls:
+            return "-"
+        return format_html_join(
+            "",
+            '<details class="admin-tool-call"><summary><code>{}</code></summary>'
+            "<pre>{}</pre><p>{}</p><pre>{}</pre></details>",
+            (
+                (
+                    call.get("name", ""),
+                    call.get("arguments", ""),
+                    gettext("result") if call.get("output") is not None else gettext("no result"),
+                    call.get("output") or "",
+                )
+                for call in obj.tool_calls
+            ),
+        )
 
 
 class MessageStatusFilter(admin.SimpleListFilter):
@@ -342,3 +363,90 @@ class WordListAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[WordList]) -> None:
         for word_list in queryset:
             services.word_list_delete(word_list=word_list)
+
+
+class McpServerForm(forms.ModelForm):
+    """The authorization header is write-only: blank keeps the stored secret; the allowed tools are ticked by name."""
+
+    url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        label=gettext_lazy("URL"),
+        help_text=gettext_lazy("The server's streamable HTTP endpoint, such as https://host/mcp."),
+    )
+    auth_header = forms.CharField(
+        required=False,
+        label=gettext_lazy("authorization header"),
+        widget=forms.PasswordInput(render_value=False),
+        help_text=gettext_lazy(
+            "Sent as the Authorization header, such as “Bearer …”. Leave blank to keep the stored one."
+        ),
+    )
+    clear_auth_header = forms.BooleanField(required=False, label=gettext_lazy("Remove the stored authorization header"))
+    allowed_tools = forms.MultipleChoiceField(
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label=gettext_lazy("tools allowed"),
+        help_text=gettext_lazy("Users may let DeepSeek call these; save to refresh the list from the server."),
+    )
+
+    class Meta:
+        model = McpServer
+        fields = ("name", "url", "auth_header", "clear_auth_header", "enabled", "allowed_tools")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        offered = [tool.get("name", "") for tool in (self.instance.tools or []) if isinstance(tool, dict)]
+        self.fields["allowed_tools"].choices = [(name, name) for name in offered]
+        self.initial["allowed_tools"] = list(self.instance.allowed_tools or [])
+
+    def clean_auth_header(self) -> str:
+        """A new secret if one was typed, else the stored one (never sent back to the browser)."""
+        typed = self.cleaned_data.get("auth_header", "")
+        if self.data.get("clear_auth_header"):
+            return ""
+        return typed or self.instance.auth_header
+
+
+@admin.register(McpServer)
+class McpServerAdmin(admin.ModelAdmin):
+    """Staff register MCP servers and choose which of their tools users may let DeepSeek call."""
+
+    form = McpServerForm
+    list_display = ("name", "url", "enabled", "allowed_count", "refreshed_at", "refresh_error")
+    list_filter = ("enabled",)
+    readonly_fields = ("offered", "refreshed_at", "refresh_error")
+    actions = ("refresh_tools",)
+
+    @admin.display(description=gettext_lazy("tools allowed"))
+    def allowed_count(self, obj: McpServer) -> str:
+        """How many of the offered tools users may use."""
+        return f"{len(obj.allowed_tools or [])} / {len(obj.tools or [])}"
+
+    @admin.display(description=gettext_lazy("tools offered"))
+    def offered(self, obj: McpServer) -> str:
+        """Each tool the server offered at the last refresh, with its description (escaped)."""
+        if not obj.tools:
+            return "-"
+        return format_html_join(
+            "", "<p><code>{}</code> {}</p>", ((tool.get("name", ""), tool.get("description", "")) for tool in obj.tools)
+        )
+
+    def save_model(self, request: HttpRequest, obj: McpServer, form: Any, change: bool) -> None:
+        """Save, then ask the server for its tools (a failure is shown, the server is still saved)."""
+        services.mcp_server_save(server=obj)
+        refreshed = services.mcp_server_refresh(server=obj)
+        if refreshed.refresh_error:
+            self.message_user(request, refreshed.refresh_error, level=messages.WARNING)
+
+    @admin.action(description=gettext_lazy("Refresh the tools the selected servers offer"))
+    def refresh_tools(self, request: HttpRequest, queryset: QuerySet[McpServer]) -> None:
+        """Ask each selected server for its tools again."""
+        for server in queryset:
+            refreshed = services.mcp_server_refresh(server=server)
+            level = messages.WARNING if refreshed.refresh_error else messages.SUCCESS
+            text = refreshed.refresh_error or gettext("%(name)s offers %(count)d tools.") % {
+                "name": server.name,
+                "count": len(refreshed.tools),
+            }
+            self.message_user(request, text, level=level)

@@ -15,14 +15,15 @@ from typing import Annotated, Any, Literal
 from django.conf import settings
 from django.utils import formats
 from django.utils.translation import gettext, gettext_noop
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from chat import fields, inputs
+from chat import fields, inputs, toolcalls
 
 SYSTEM_ROLES = {"system", "developer"}
 CHAT_ROLES = {"user", "assistant"}
 DONE = b"data: [DONE]\n\n"
+ARGUMENT_FRAGMENT = 64  # characters of a tool call's arguments per chunk, as DeepSeek streams them
 KEEP_ALIVE = b": keep-alive\n\n"
 
 # Bounds of one call, each refused with a 400 naming its parameter (max_tokens is clamped instead).
@@ -51,11 +52,33 @@ FAILURE_STATUS = {
 class InvalidCall(Exception):
     """A request body this endpoint cannot serve, with the parameter at fault."""
 
-    def __init__(self, message: str, *, param: str | None = None, code: str = "invalid_request") -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, code: str = "invalid_request", status: int = 400
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A user or assistant message of a call; an assistant's tool calls carry the results sent back (`output`)."""
+
+    role: str
+    content: str
+    reasoning: str = ""
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+    def texts(self) -> list[str]:
+        """Every text the turn holds, to count and bound."""
+        return [
+            self.content,
+            self.reasoning,
+            *(call["arguments"] for call in self.tool_calls),
+            *(call.get("output") or "" for call in self.tool_calls),
+        ]
 
 
 @dataclass(frozen=True)
@@ -65,17 +88,22 @@ class CompletionCall:
     model: str | None
     thinking: bool
     system_prompt: str
-    turns: list[tuple[str, str]]
+    turns: list[Turn]
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     include_usage: bool = False
 
 
+# Our codes that OpenAI names otherwise, as its clients look for them.
+OPENAI_CODES = {"rate_limited": "rate_limit_exceeded"}
+
+
 def error_body(message: str, *, status: int, code: str, param: str | None = None) -> dict[str, Any]:
-    """An error as the OpenAI SDK reads it: `error.message`, `type`, `param`, `code`."""
+    """An error as the OpenAI SDK reads it: `error.message`, `type`, `param`, `code` (in OpenAI's words)."""
+    code = OPENAI_CODES.get(code, code)
     kind = {
         400: "invalid_request_error",
-        401: "authentication_error",
+        401: "invalid_request_error",  # as OpenAI answers a bad key (code `invalid_api_key`)
         402: "insufficient_quota",
         429: "rate_limit_error",
     }
@@ -110,9 +138,11 @@ def _text(content: Any) -> str:
 
 
 def _role(value: Any) -> str:
-    if not isinstance(value, str) or value not in SYSTEM_ROLES | CHAT_ROLES:
+    if not isinstance(value, str) or value not in SYSTEM_ROLES | CHAT_ROLES | {"tool"}:
         shown = value if isinstance(value, str) else None
-        raise _refuse(gettext("Unsupported role %(role)s: use system, user or assistant.") % {"role": repr(shown)})
+        raise _refuse(
+            gettext("Unsupported role %(role)s: use system, user, assistant or tool.") % {"role": repr(shown)}
+        )
     return value
 
 
@@ -196,13 +226,13 @@ def _choice_of(key: str, choices: set[str], detail: str) -> Callable[[Any], dict
     return check
 
 
-def _flag(name: str) -> Callable[[Any], bool]:
-    """A true/false parameter; absent or null is false, another type is refused."""
+def _flag(name: str, *, keep_none: bool = False) -> Callable[[Any], bool | None]:
+    """A true/false parameter; absent or null is false (or left out, with `keep_none`), another type is refused."""
 
-    def check(value: Any) -> bool:
+    def check(value: Any) -> bool | None:
         if value is not None and not isinstance(value, bool):
             raise _refuse(gettext("`%(name)s` must be true or false.") % {"name": name})
-        return bool(value)
+        return None if keep_none and value is None else bool(value)
 
     return check
 
@@ -219,17 +249,73 @@ def _stream_options(value: Any) -> Any:
     return value
 
 
-# Messages ought to be read in the SDK's own terms (`openai.types.chat.ChatCompletionMessageParam`);
-# these are the parts of it this site relays, each refused in OpenAI's words, naming the parameter.
-gettext_noop("Tool calls are not supported by this site.")
-gettext_noop("`logprobs` is not supported.")
+MAX_TOOLS = 128  # tools per call, as DeepSeek allows
+MAX_CALL_ID = 200  # characters of a tool call's id
+# Parameters OpenAI's SDKs and frameworks send that DeepSeek has no use for: accepted and dropped. Any other
+# parameter this site does not know is refused by name (docs/CONTRACT-ADDITIONS.md), never silently lost.
+IGNORED_PARAMETERS = frozenset(
+    {"user", "seed", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
+)
+
+
+def _arguments(value: Any) -> str:
+    """A call's arguments: the JSON text the model wrote (an object some clients send is written back as JSON)."""
+    if value is None:
+        return ""
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    if not isinstance(value, str):
+        raise _refuse(gettext("A tool call's `arguments` must be a JSON string."))
+    return value
+
+
+def _call_id(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CALL_ID:
+        raise _refuse(gettext("A tool call needs an `id` of up to %(most)d characters.") % {"most": MAX_CALL_ID})
+    return value
+
+
+def _function_name(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise _refuse(gettext("A tool call needs a function `name`."))
+    return value
+
+
+def _optional_text(value: Any) -> str:
+    return "" if value is None else _text(value)
+
+
+class FunctionIn(BaseModel):
+    """The function of a tool call an earlier assistant message made."""
+
+    name: Annotated[str, BeforeValidator(_function_name)]
+    arguments: Annotated[str, BeforeValidator(_arguments)] = ""
+
+
+class ToolCallIn(BaseModel):
+    """A tool call an earlier assistant message made, as the client sends it back."""
+
+    id: Annotated[str, BeforeValidator(_call_id)]
+    type: Literal["function"] = "function"
+    function: FunctionIn
+
+
+def _tool_calls(value: Any) -> Any:
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_TOOLS:
+        raise _refuse(gettext("`tool_calls` must be a list of up to %(most)d calls.") % {"most": MAX_TOOLS})
+    return value
 
 
 class ChatMessage(BaseModel):
     """One message of the call; keys this site does not use (`name`, …) are ignored."""
 
-    role: Annotated[Literal["system", "developer", "user", "assistant"], BeforeValidator(_role)]
+    role: Annotated[Literal["system", "developer", "user", "assistant", "tool"], BeforeValidator(_role)]
     content: Annotated[str, BeforeValidator(_text)] = ""
+    reasoning_content: Annotated[str, BeforeValidator(_optional_text)] = ""
+    tool_calls: Annotated[list[ToolCallIn], BeforeValidator(_tool_calls)] = []
+    tool_call_id: Annotated[str | None, BeforeValidator(lambda v: v if v is None else _call_id(v))] = None
 
 
 class StreamOptions(BaseModel):
@@ -238,13 +324,80 @@ class StreamOptions(BaseModel):
     include_usage: Annotated[bool, BeforeValidator(_flag("include_usage"))] = False
 
 
-class ChatCompletionIn(BaseModel):
-    """`POST /v1/chat/completions`, as OpenAI's SDKs send it; unknown parameters are ignored, as DeepSeek does."""
+def _tools(value: Any) -> list[dict[str, Any]] | None:
+    """Function tools, passed to DeepSeek as given once each names its function; an empty list is none."""
+    if value is None or value == []:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_TOOLS
+        or not all(
+            isinstance(tool, dict)
+            and tool.get("type") == "function"
+            and isinstance(tool.get("function"), dict)
+            and isinstance(tool["function"].get("name"), str)
+            and tool["function"]["name"]
+            for tool in value
+        )
+    ):
+        raise _refuse(
+            gettext("`tools` must be a list of up to %(most)d function tools, each naming its `function.name`.")
+            % {"most": MAX_TOOLS}
+        )
+    return value
 
-    tools: Annotated[None, BeforeValidator(_unsupported("Tool calls are not supported by this site."))] = None
-    functions: Annotated[None, BeforeValidator(_unsupported("Tool calls are not supported by this site."))] = None
+
+def _tool_choice(value: Any) -> str | dict[str, Any] | None:
+    """`none`, `auto`, `required`, or `{"type": "function", "function": {"name": ...}}`, passed as given."""
+    if value is None or value in ("none", "auto", "required"):
+        return value
+    if (
+        isinstance(value, dict)
+        and value.get("type") == "function"
+        and isinstance(value.get("function"), dict)
+        and isinstance(value["function"].get("name"), str)
+    ):
+        return value
+    raise _refuse(gettext("`tool_choice` must be `none`, `auto`, `required` or a function to call."))
+
+
+def _response_format(value: Any) -> dict[str, Any] | None:
+    """`text`, `json_object`, or `json_schema` with its schema, passed to DeepSeek as given."""
+    if value is None:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind in ("text", "json_object"):
+        return {"type": kind}
+    if kind == "json_schema" and isinstance(value.get("json_schema"), dict):
+        return value
+    raise _refuse(gettext("`response_format.type` must be `text`, `json_object` or `json_schema` with its schema."))
+
+
+def _reasoning_effort(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _refuse(gettext("`reasoning_effort` must be a string."))
+    return value
+
+
+# Refused by name through _unsupported, which translates them when it refuses.
+gettext_noop("The legacy `functions` parameter is not supported; send `tools`.")
+gettext_noop("`logprobs` is not supported.")
+
+
+class ChatCompletionIn(BaseModel):
+    """`POST /v1/chat/completions`, as OpenAI's SDKs send it; see IGNORED_PARAMETERS for the rest."""
+
+    model_config = ConfigDict(extra="allow")
+
+    functions: Annotated[
+        None, BeforeValidator(_unsupported("The legacy `functions` parameter is not supported; send `tools`."))
+    ] = None
+    function_call: Annotated[
+        None, BeforeValidator(_unsupported("The legacy `functions` parameter is not supported; send `tools`."))
+    ] = None
     n: Annotated[int | None, BeforeValidator(_n)] = None
     logprobs: Annotated[None, BeforeValidator(_unsupported("`logprobs` is not supported."))] = None
+    top_logprobs: Annotated[None, BeforeValidator(_unsupported("`logprobs` is not supported."))] = None
     messages: Annotated[list[ChatMessage], BeforeValidator(_messages)] = Field(default=None, validate_default=True)
     model: Annotated[str | None, BeforeValidator(_model_id)] = None
     thinking: Annotated[
@@ -253,6 +406,10 @@ class ChatCompletionIn(BaseModel):
             _choice_of("type", {"enabled", "disabled"}, "`thinking.type` must be `enabled` or `disabled`.")
         ),
     ] = Field(default=None, description="DeepSeek's `{type: enabled|disabled}`; on unless turned off.")
+    reasoning_effort: Annotated[str | None, BeforeValidator(_reasoning_effort)] = None
+    tools: Annotated[list[dict[str, Any]] | None, BeforeValidator(_tools)] = None
+    tool_choice: Annotated[str | dict[str, Any] | None, BeforeValidator(_tool_choice)] = None
+    parallel_tool_calls: Annotated[bool | None, BeforeValidator(_flag("parallel_tool_calls", keep_none=True))] = None
     max_tokens: Annotated[int | None, BeforeValidator(_positive("max_tokens"))] = None
     max_completion_tokens: Annotated[int | None, BeforeValidator(_positive("max_completion_tokens"))] = None
     temperature: Annotated[float | None, BeforeValidator(_number("temperature", 0, 2))] = None
@@ -260,23 +417,17 @@ class ChatCompletionIn(BaseModel):
     presence_penalty: Annotated[float | None, BeforeValidator(_number("presence_penalty", -2, 2))] = None
     frequency_penalty: Annotated[float | None, BeforeValidator(_number("frequency_penalty", -2, 2))] = None
     stop: Annotated[list[str] | None, BeforeValidator(_stop)] = None
-    response_format: Annotated[
-        dict[str, str] | None,
-        BeforeValidator(
-            _choice_of("type", {"text", "json_object"}, "`response_format.type` must be `text` or `json_object`.")
-        ),
-    ] = None
+    response_format: Annotated[dict[str, Any] | None, BeforeValidator(_response_format)] = None
     stream: Annotated[bool, BeforeValidator(_flag("stream"))] = False
     stream_options: Annotated[StreamOptions | None, BeforeValidator(_stream_options)] = None
 
 
 gettext_noop("`thinking.type` must be `enabled` or `disabled`.")
-gettext_noop("`response_format.type` must be `text` or `json_object`.")
 
 
-def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
+def _check_size(system: list[str], turns: list[Turn]) -> None:
     """At most MAX_TOTAL_CHARS characters in all the messages of one call."""
-    total = sum(map(len, system)) + sum(len(text) for _, text in turns)
+    total = sum(map(len, system)) + sum(len(text) for turn in turns for text in turn.texts())
     if total > MAX_TOTAL_CHARS:
         raise InvalidCall(
             gettext("The messages hold %(total)s characters; at most %(most)s are taken in one call.")
@@ -288,10 +439,11 @@ def _check_size(system: list[str], turns: list[tuple[str, str]]) -> None:
         )
 
 
-def _check_texts(system_prompt: str, turns: list[tuple[str, str]]) -> None:
-    """Each text within what the site stores, as a chat message is; the last one a message it would send."""
+def _check_texts(system_prompt: str, turns: list[Turn], *, last_role: str) -> None:
+    """Each text within what the site stores, as a chat message is; a last user message one it would send."""
     limit = settings.CHAT_MAX_MESSAGE_CHARS
-    for name, text in [("system prompt", system_prompt), *(("message", text) for _, text in turns)]:
+    texts = [("system prompt", system_prompt), *(("message", text) for turn in turns for text in turn.texts())]
+    for name, text in texts:
         if len(text) > limit:
             raise InvalidCall(
                 gettext("The %(field)s is too long (at most %(limit)s characters).")
@@ -299,19 +451,35 @@ def _check_texts(system_prompt: str, turns: list[tuple[str, str]]) -> None:
                 param="messages",
                 code="invalid_field",
             )
+    if last_role != "user":
+        return
     try:
-        fields.content(turns[-1][1])
+        fields.content(turns[-1].content)
     except PydanticCustomError as exc:
         raise InvalidCall(str(exc), param="messages", code=exc.type) from exc
 
 
+PASSED_OPTIONS = (
+    "temperature",
+    "top_p",
+    "presence_penalty",
+    "frequency_penalty",
+    "stop",
+    "response_format",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "reasoning_effort",
+)
+
+
 def _options(body: ChatCompletionIn) -> dict[str, Any]:
-    """The sampling options passed on to DeepSeek as given; the output limit clamped to the model's maximum."""
+    """The options passed on to DeepSeek as given; the output limit clamped to the model's maximum."""
     options: dict[str, Any] = {}
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if max_tokens is not None:
         options["max_tokens"] = min(max_tokens, settings.DEEPSEEK_MAX_OUTPUT_TOKENS)
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "stop", "response_format"):
+    for name in PASSED_OPTIONS:
         value = getattr(body, name)
         if value is not None:
             options[name] = value
@@ -340,25 +508,63 @@ def parse_call(raw: bytes) -> CompletionCall:
     return call_of(body)
 
 
-def call_of(body: ChatCompletionIn) -> CompletionCall:
-    """A validated chat completions request in our terms, or refused saying which parameter is wrong."""
+def _answer(turns: list[Turn], message: ChatMessage, index: int) -> None:
+    """Put a `tool` message's result on the call it answers, of the assistant message just before it."""
+    last = turns[-1] if turns else None
+    for call in last.tool_calls if last is not None and last.role == "assistant" else ():
+        if call["id"] == message.tool_call_id and "output" not in call:
+            call["output"] = message.content
+            return
+    raise InvalidCall(
+        gettext("This tool result answers no tool call of the assistant message before it."),
+        param=f"messages[{index}].tool_call_id",
+    )
+
+
+def _turns(messages: list[ChatMessage]) -> tuple[list[str], list[Turn], str]:
+    """The system texts, the user and assistant turns (tool results on their calls), and the last message's role."""
     system: list[str] = []
-    turns: list[tuple[str, str]] = []
-    for message in body.messages:
+    turns: list[Turn] = []
+    last_role = ""
+    for index, message in enumerate(messages):
         if message.role in SYSTEM_ROLES:
             system.append(message.content)
-        else:
-            turns.append((message.role, message.content))
-    if not turns or turns[-1][0] != "user":
-        raise InvalidCall(gettext("The last message must be the user's."), param="messages")
+            continue
+        last_role = message.role
+        if message.role == "tool":
+            _answer(turns, message, index)
+            continue
+        calls = tuple(
+            {"id": call.id, "name": call.function.name, "arguments": call.function.arguments}
+            for call in (message.tool_calls if message.role == "assistant" else ())
+        )
+        reasoning = message.reasoning_content if message.role == "assistant" else ""
+        turns.append(Turn(role=message.role, content=message.content, reasoning=reasoning, tool_calls=calls))
+    return system, turns, last_role
+
+
+def call_of(body: ChatCompletionIn) -> CompletionCall:
+    """A validated chat completions request in our terms, or refused saying which parameter is wrong."""
+    for name in body.model_extra or {}:
+        if name not in IGNORED_PARAMETERS:
+            raise InvalidCall(
+                gettext("The parameter `%(name)s` is not supported by this site.") % {"name": name},
+                param=name,
+                code="unsupported_parameter",
+            )
+    system, turns, last_role = _turns(body.messages)
+    if last_role not in ("user", "tool"):
+        raise InvalidCall(gettext("The last message must be the user's, or a tool's result."), param="messages")
     _check_size(system, turns)
     system_prompt = "\n\n".join(s for s in system if s)
-    _check_texts(system_prompt, turns)
+    _check_texts(system_prompt, turns, last_role=last_role)
     if body.model and body.model not in settings.DEEPSEEK_MODELS:
         raise InvalidCall(
-            gettext("Unknown model; choose one of: %(models)s.") % {"models": ", ".join(settings.DEEPSEEK_MODELS)},
+            gettext("The model `%(model)s` does not exist; choose one of: %(models)s.")
+            % {"model": body.model, "models": ", ".join(settings.DEEPSEEK_MODELS)},
             param="model",
-            code="invalid_model",
+            code="model_not_found",
+            status=404,
         )
     return CompletionCall(
         model=body.model,
@@ -393,11 +599,19 @@ def finish_reason(completed: dict[str, Any]) -> str:
     return completed.get("message", {}).get("finish_reason") or "stop"
 
 
+def _calls_of(completed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tool calls the reply asked for, in OpenAI's format."""
+    return toolcalls.as_openai(completed.get("message", {}).get("tool_calls") or [])
+
+
 def completion_body(*, completion_id: str, created: int, model: str, completed: dict[str, Any]) -> dict[str, Any]:
     """The whole reply as one `chat.completion` object, from its `message.completed` event."""
-    message: dict[str, Any] = {"role": "assistant", "content": completed["content"]}
+    calls = _calls_of(completed)
+    message: dict[str, Any] = {"role": "assistant", "content": completed["content"] or (None if calls else "")}
     if completed["reasoning"]:
         message["reasoning_content"] = completed["reasoning"]
+    if calls:
+        message["tool_calls"] = calls
     return {
         "id": completion_id,
         "object": "chat.completion",
@@ -453,6 +667,19 @@ class ChunkWriter:
             chunks.append(self._chunk({"content": content}))
         return chunks
 
+    def tool_calls(self, calls: list[dict[str, Any]]) -> list[bytes]:
+        """Each call as OpenAI streams it: its index, id and function name, then its arguments in fragments."""
+        chunks = []
+        for index, call in enumerate(calls):
+            head = {"index": index, "id": call["id"], "type": "function"}
+            arguments = call["function"]["arguments"]
+            head["function"] = {"name": call["function"]["name"], "arguments": ""}
+            chunks.append(self._chunk({"content": None, "tool_calls": [head]}))
+            for start in range(0, len(arguments), ARGUMENT_FRAGMENT):
+                fragment = {"index": index, "function": {"arguments": arguments[start : start + ARGUMENT_FRAGMENT]}}
+                chunks.append(self._chunk({"content": None, "tool_calls": [fragment]}))
+        return chunks
+
     def catch_up(self, *, content: str, reasoning: str) -> list[bytes]:
         """Chunks for whatever of these whole texts has not been sent yet."""
         return self.text(content=content[self.content_sent :], reasoning=reasoning[self.reasoning_sent :])
@@ -466,6 +693,7 @@ class ChunkWriter:
             status = FAILURE_STATUS.get(error["code"], 502)
             body = error_body(error["detail"], status=status, code=error["code"])
             return [*chunks, b"data: " + json.dumps(body).encode() + b"\n\n"]
+        chunks += self.tool_calls(_calls_of(completed))
         usage = usage_body(completed.get("usage"))
         if self.include_usage:
             # OpenAI's way: the last choice chunk, then one with no choices carrying the usage.

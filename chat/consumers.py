@@ -274,6 +274,14 @@ class ConversationConsumer(RelayConsumer):
         """Title or settings changed."""
         await self.send_json(event)
 
+    async def tool_call_started(self, event: dict[str, Any]) -> None:
+        """The reply's writer called a tool."""
+        await self.send_json(event)
+
+    async def tool_call_finished(self, event: dict[str, Any]) -> None:
+        """A tool answered or failed."""
+        await self.send_json(event)
+
     async def conversation_branched(self, event: dict[str, Any]) -> None:
         """Another branch is shown (an edit, a regeneration, a version chosen): send the state afresh."""
         await self.send_state()

@@ -72,6 +72,21 @@ def message_completed_on_commit(message: Message) -> None:
     _publish_on_commit(conversation_group(message.conversation_id), message_completed_event(message))
 
 
+def tool_call_on_commit(message: Message, call: dict[str, Any]) -> None:
+    """A tool call of a reply started (no `output` or `error` yet) or finished: every watcher shows the step."""
+    _publish_on_commit(conversation_group(message.conversation_id), tool_call_event(message_id=message.id, call=call))
+
+
+def tool_call_event(*, message_id: uuid.UUID, call: dict[str, Any]) -> dict[str, Any]:
+    """A `tool.call.started` or `tool.call.finished` event, by whether the call has its result yet."""
+    finished = "output" in call or "error" in call
+    return {
+        "type": "tool.call.finished" if finished else "tool.call.started",
+        "message_id": str(message_id),
+        "call": call,
+    }
+
+
 def conversation_branched_on_commit(conversation: Conversation) -> None:
     """The shown branch changed (edit, regenerate, another version chosen): watchers reload the state."""
     event = {"type": "conversation.branched", "conversation": conversation_to_dict(conversation)}

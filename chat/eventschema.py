@@ -60,6 +60,17 @@ class Usage(TypedDict):
 
 
 @with_config(_STRICT)
+class ToolCallDict(TypedDict):
+    """A function call an assistant message asked for (chat.toolcalls): `output` once a result came back, or `error`."""
+
+    id: str
+    name: str
+    arguments: str
+    output: NotRequired[str]
+    error: NotRequired[str]
+
+
+@with_config(_STRICT)
 class ConversationDict(TypedDict):
     """A conversation as clients see it (chat.serializers.conversation_to_dict)."""
 
@@ -70,6 +81,7 @@ class ConversationDict(TypedDict):
     reasoning_effort: Literal["", "high", "max"]
     system_prompt: str
     pinned: bool
+    tools_enabled: bool
     archived: bool
     created_at: str
     updated_at: str
@@ -101,6 +113,7 @@ class MessageDict(TypedDict):
     error: NotRequired[ErrorDetail]
     versions: NotRequired[list[UuidStr]]
     truncated: NotRequired[Literal[True]]
+    tool_calls: NotRequired[list[ToolCallDict]]
 
 
 @with_config(_STRICT)
@@ -125,6 +138,7 @@ class CompletedMessageDict(TypedDict):
     error: NotRequired[ErrorDetail]
     versions: NotRequired[list[UuidStr]]
     truncated: NotRequired[Literal[True]]
+    tool_calls: NotRequired[list[ToolCallDict]]
 
 
 @with_config(_STRICT)
@@ -226,6 +240,24 @@ class ErrorEvent(TypedDict):
 
 
 @with_config(_STRICT)
+class ToolCallStartedEvent(TypedDict):
+    """A reply's writer called a tool (MCP): its name and arguments; the call is stored on the reply."""
+
+    type: Literal["tool.call.started"]
+    message_id: UuidStr
+    call: ToolCallDict
+
+
+@with_config(_STRICT)
+class ToolCallFinishedEvent(TypedDict):
+    """The tool answered (`call.output`) or failed (`call.error`); the model reads the same text next."""
+
+    type: Literal["tool.call.finished"]
+    message_id: UuidStr
+    call: ToolCallDict
+
+
+@with_config(_STRICT)
 class SessionChangedEvent(TypedDict):
     """Internal, never sent to a client: a session ended (`session_key`), or all of the user's (None)."""
 
@@ -251,6 +283,8 @@ Event = Annotated[
     | ConversationBranchedEvent
     | MessagesOlderEvent
     | ErrorEvent
+    | ToolCallStartedEvent
+    | ToolCallFinishedEvent
     | SessionChangedEvent
     | ReplyStopEvent,
     Field(discriminator="type"),
@@ -268,6 +302,8 @@ EVENT_TYPES = frozenset(
         "conversation.branched",
         "messages.older",
         "error",
+        "tool.call.started",
+        "tool.call.finished",
         "session.changed",
         "reply.stop",
     }

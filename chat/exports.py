@@ -32,7 +32,12 @@ def conversation_markdown(*, conversation: Conversation) -> str:
         lines += ["## You" if message["role"] == "user" else "## DeepSeek", ""]
         if message.get("reasoning"):
             lines += ["> **Reasoning**", ">", _quote(message["reasoning"]), ""]
-        lines += [message["content"] or "*(no text)*", ""]
+        if message["content"] or not message.get("tool_calls"):
+            lines += [message["content"] or "*(no text)*", ""]
+        for call in message.get("tool_calls", ()):
+            lines += [f"**Tool call** `{call['name']}`", "", "```json", call["arguments"], "```", ""]
+            if "output" in call:
+                lines += ["> **Result**", ">", _quote(call["output"]) or ">", ""]
         if message["role"] == "assistant" and message["status"] != "complete":
             lines += [f"*({message['status']}{': ' + message['error']['detail'] if message.get('error') else ''})*", ""]
         usage = message.get("usage")

@@ -197,6 +197,7 @@ ModelId = Annotated[str, BeforeValidator(_model), Field(description="One of DEEP
 Thinking = Annotated[bool, BeforeValidator(_flag("thinking"))]
 Pinned = Annotated[bool, BeforeValidator(_flag("pinned"))]
 Archived = Annotated[bool, BeforeValidator(_flag("archived"))]
+ToolsEnabled = Annotated[bool, BeforeValidator(_flag("tools_enabled"))]
 ReasoningEffort = Annotated[str, BeforeValidator(_effort), Field(json_schema_extra={"enum": list(REASONING_EFFORTS)})]
 Content = Annotated[str, BeforeValidator(content), Field(min_length=1)]
 MessageId = Annotated[uuid.UUID | None, BeforeValidator(_message_id)]

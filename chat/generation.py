@@ -10,19 +10,33 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from asgiref.sync import SyncToAsync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from chat import contentrules, events, metrics, prompt, relay, services, simulator, titles, upstream
+from chat import (
+    contentrules,
+    events,
+    mcpclient,
+    metrics,
+    prompt,
+    relay,
+    services,
+    simulator,
+    titles,
+    toolcalls,
+    upstream,
+)
 from chat.models import Message
 from chat.streamstate import StreamStore, get_store
 from chatsite import logs
@@ -30,6 +44,7 @@ from chatsite import logs
 logger = logging.getLogger(__name__)
 
 STOP_EVENT = "reply.stop"
+INTERRUPTED_TOOL = "The reply ended before the tool answered."
 # How often a writer also looks for a stop mark, in case the stop's event was lost in a layer outage.
 STOP_POLL_SECONDS = 2.0
 
@@ -294,27 +309,126 @@ class Outcome:
     error_code: str = ""
     error_detail: str = ""
     first_token_at: float | None = None
+    # The last round's tool calls (what a /v1 reply asks its client to run), and the steps the chat's tools ran.
+    tool_calls: toolcalls.ToolCallBuilder = field(default_factory=toolcalls.ToolCallBuilder)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_usage(self, usage: dict[str, int]) -> None:
+        """Count a round's tokens: a reply that ran tools made several requests, each billed."""
+        for key, value in usage.items():
+            self.usage[key] = self.usage.get(key, 0) + value
+
+    def stored_calls(self) -> list[dict[str, Any]]:
+        """The calls to store with the reply: the steps run (one cut short by a stop says so), else those asked for."""
+        if not self.steps:
+            return self.tool_calls.calls()
+        return [
+            step if "output" in step or "error" in step else {**step, "error": INTERRUPTED_TOOL} for step in self.steps
+        ]
 
 
-async def _pump(request: upstream.ReplyRequest, writer: DeltaWriter, outcome: Outcome) -> None:
-    """Read the upstream stream into the writer until it finishes or fails."""
+async def _stream_round(
+    request: upstream.ReplyRequest, writer: DeltaWriter, outcome: Outcome, calls: toolcalls.ToolCallBuilder
+) -> tuple[str, str]:
+    """Read one upstream answer into the writer (text) and `calls` (tool calls); returns this round's raw texts."""
+    content: list[str] = []
+    reasoning: list[str] = []
     stream = _source(request)
     try:
         async for event in stream:
             if isinstance(event, upstream.TextDelta):
                 if outcome.first_token_at is None:
                     outcome.first_token_at = time.monotonic()
+                content.append(event.content)
+                reasoning.append(event.reasoning)
                 await writer.add(event.content, event.reasoning)
+            elif isinstance(event, upstream.ToolCallDelta):
+                if outcome.first_token_at is None:
+                    outcome.first_token_at = time.monotonic()
+                calls.add(event)
             else:
                 outcome.finish_reason = event.finish_reason
                 outcome.model = event.model
-                outcome.usage = event.usage
+                outcome.add_usage(event.usage)
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+    return "".join(content), "".join(reasoning)
+
+
+async def _pump(context: prompt.ReplyContext, writer: DeltaWriter, outcome: Outcome) -> None:
+    """Read the upstream stream into the writer until it finishes or fails, running tools between rounds.
+
+    Without tools (or on /v1, where the client runs them) there is one round. With the chat's tools, each
+    round that ends asking for tools has them called through MCP, stored and shown as steps, and their
+    results sent back; the last round allowed is asked to answer without tools, so the reply always ends.
+    """
+    request = context.request
+    routes = {tool.name: tool for tool in context.tools}
+    sessions = mcpclient.Sessions(
+        timeout=settings.CHAT_TOOL_TIMEOUT_SECONDS, max_result_chars=settings.CHAT_TOOL_MAX_RESULT_CHARS
+    )
+    try:
+        for round_number in range(settings.CHAT_TOOL_MAX_STEPS + 1):
+            if routes and round_number == settings.CHAT_TOOL_MAX_STEPS:
+                request = replace(request, options={**request.options, "tool_choice": "none"})
+            calls = outcome.tool_calls = toolcalls.ToolCallBuilder()
+            content, reasoning = await _stream_round(request, writer, outcome, calls)
+            if not routes or outcome.finish_reason != "tool_calls" or not calls:
+                return
+            asked = calls.calls()
+            results = [await _run_tool(call, routes, sessions, writer.message_id, outcome) for call in asked]
+            turn: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": toolcalls.as_openai(asked)}
+            if request.thinking and reasoning:
+                turn["reasoning_content"] = reasoning  # DeepSeek wants it back within the same user turn
+            request = replace(
+                request,
+                messages=[
+                    *request.messages,
+                    turn,
+                    *(
+                        {"role": "tool", "tool_call_id": c["id"], "content": r}
+                        for c, r in zip(asked, results, strict=True)
+                    ),
+                ],
+            )
     except upstream.UpstreamError as exc:
         outcome.status = Message.Status.FAILED
         outcome.error_code = exc.code
         outcome.error_detail = exc.detail
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await sessions.aclose()
+
+
+async def _run_tool(
+    call: dict[str, Any],
+    routes: dict[str, Any],
+    sessions: mcpclient.Sessions,
+    message_id: uuid.UUID,
+    outcome: Outcome,
+) -> str:
+    """Call one tool the model asked for, stored and shown as a step; what the model reads back (result or error)."""
+    step = dict(call)
+    outcome.steps.append(step)
+    await database_sync_to_async(services.reply_tool_step)(message_id=message_id, call=dict(step))
+    tool = routes.get(call["name"])
+    try:
+        if tool is None:
+            raise mcpclient.ToolFailure("unknown_tool", f"There is no tool named {call['name']!r} on this site.")
+        try:
+            arguments = json.loads(call["arguments"] or "{}")
+        except ValueError as exc:
+            raise mcpclient.ToolFailure("bad_arguments", "The tool's arguments were not valid JSON.") from exc
+        if not isinstance(arguments, dict):
+            raise mcpclient.ToolFailure("bad_arguments", "The tool's arguments must be a JSON object.")
+        headers = {"Authorization": tool.auth_header} if tool.auth_header else {}
+        step["output"] = await sessions.call(url=tool.server_url, headers=headers, tool=tool.name, arguments=arguments)
+        answer = step["output"]
+    except mcpclient.ToolFailure as failure:
+        step["error"] = failure.detail
+        answer = f"Error: {failure.detail}"
+    metrics.TOOL_CALLS.labels(outcome="error" if "error" in step else "ok").inc()
+    await database_sync_to_async(services.reply_tool_step)(message_id=message_id, call=dict(step))
+    return answer
 
 
 class StopListener:
@@ -440,7 +554,7 @@ async def _run_reply(run: ReplyRun) -> None:
     except Exception:
         logger.exception("could not start the reply snapshot", extra={"message_id": str(run.message_id)})
     lease = asyncio.ensure_future(_keep_lease(store, run.message_id))
-    pump = asyncio.ensure_future(_pump(context.request, writer, outcome))
+    pump = asyncio.ensure_future(_pump(context, writer, outcome))
     stop = asyncio.ensure_future(_wait_for_stop(run))
     try:
         await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -486,6 +600,7 @@ async def _run_reply(run: ReplyRun) -> None:
         ),
         duration_ms=int((time.monotonic() - started_at) * 1000),
         context_dropped=context.context_dropped,
+        tool_calls=outcome.stored_calls(),
     )
     try:
         await store.clear(run.message_id)

@@ -30,6 +30,7 @@ TOKENS_PER_SECOND = Histogram(
 DELTAS_PUBLISHED = Counter("chat_deltas_published_total", "Deltas written by this process's reply writers")
 DELTAS_RELAYED = Counter("chat_deltas_relayed_total", "Deltas sent to clients by this process", ["transport"])
 LAYER_SEND_FAILURES = Counter("chat_channel_layer_send_failures_total", "Channel-layer sends that failed")
+TOOL_CALLS = Counter("chat_tool_calls_total", "MCP tool calls run by reply writers, by outcome", ["outcome"])
 
 
 def reply_ended(

@@ -38,6 +38,8 @@ class Conversation(models.Model):
     # The owner's sidebar: pinned ones on top, archived ones out of the way (both follow every device).
     pinned = models.BooleanField(default=False, verbose_name=_("pinned"))
     archived = models.BooleanField(default=False, verbose_name=_("archived"))
+    # The owner lets the model call the tools staff allowed (MCP servers) in this conversation's replies.
+    tools_enabled = models.BooleanField(default=False, verbose_name=_("tools enabled"))
     # Set when the conversation is a call to /v1/chat/completions: which token made it.
     api_token = models.ForeignKey(
         "ApiToken",
@@ -133,6 +135,10 @@ class Message(models.Model):
     context_dropped = models.PositiveIntegerField(default=0, verbose_name=_("context dropped"))
     # Sampling settings a program asked for this reply (max_tokens, temperature...), sent as given.
     request_options = models.JSONField(default=dict, blank=True, verbose_name=_("request options"))
+    # The function calls an assistant message asked for, in order, each `{id, name, arguments}` and, once a
+    # result came back, its `output`: kept on the message so every page, export and review shows them at no
+    # extra query.
+    tool_calls = models.JSONField(default=list, blank=True, verbose_name=_("tool calls"))
     created_at = models.DateTimeField(db_index=True, verbose_name=_("created at"))
 
     objects = MessageQuerySet.as_manager()
@@ -303,3 +309,37 @@ class WordList(models.Model):
     def word_lines(self) -> list[str]:
         """The list's words, one a line, blank lines dropped."""
         return [line.strip() for line in self.words.splitlines() if line.strip()]
+
+
+class McpServer(models.Model):
+    """An MCP server staff registered: the tools they allow may be called in conversations with tools on."""
+
+    name = models.CharField(max_length=100, unique=True, verbose_name=_("name"))
+    url = models.URLField(
+        max_length=500,
+        help_text=_("The server's streamable HTTP endpoint, such as https://host/mcp."),
+        verbose_name=_("URL"),
+    )
+    # A secret: sent as the Authorization header, never shown again (the admin form is write-only).
+    auth_header = models.CharField(
+        max_length=2000,
+        blank=True,
+        help_text=_("Sent as the Authorization header, such as “Bearer …”; kept secret and never shown again."),
+        verbose_name=_("authorization header"),
+    )
+    enabled = models.BooleanField(default=True, verbose_name=_("enabled"))
+    # What the server offered when staff last refreshed it: [{name, description, input_schema}].
+    tools = models.JSONField(default=list, blank=True, verbose_name=_("tools offered"))
+    # The names of the offered tools staff allow users to use.
+    allowed_tools = models.JSONField(default=list, blank=True, verbose_name=_("tools allowed"))
+    refreshed_at = models.DateTimeField(null=True, blank=True, verbose_name=_("refreshed at"))
+    refresh_error = models.TextField(blank=True, verbose_name=_("refresh error"))
+    updated_at = models.DateTimeField(auto_now=True, verbose_name=_("updated at"))
+
+    class Meta:
+        verbose_name = _("MCP server")
+        verbose_name_plural = _("MCP servers")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 
-from chat import titles
+from chat import selectors, titles, toolcalls
 from chat.models import Conversation, Message, Preferences
 from chat.upstream import ReplyRequest
 
@@ -25,6 +26,7 @@ class ReplyContext:
     message_id: uuid.UUID
     request: ReplyRequest
     context_dropped: int = 0
+    tools: tuple[selectors.ChatTool, ...] = ()
 
 
 def estimate_tokens(text: str) -> int:
@@ -33,39 +35,81 @@ def estimate_tokens(text: str) -> int:
     return int(0.3 * ascii_chars + 0.6 * (len(text) - ascii_chars)) + 4  # + per-message overhead
 
 
-def _fit_context(system: list[dict[str, str]], history: list[dict[str, str]], budget: int) -> int:
-    """Drop the oldest user/assistant pairs until the request fits; returns how many were dropped.
+def _size(message: dict[str, Any]) -> int:
+    """A message's estimated tokens, its tool calls' arguments and its reasoning included."""
+    texts = [message.get("content") or "", message.get("reasoning_content") or ""]
+    texts += [call["function"]["arguments"] for call in message.get("tool_calls") or ()]
+    return sum(estimate_tokens(text) for text in texts)
 
-    The system prompt and the newest user message always stay, and the history still starts with
-    a user turn, so roles keep alternating.
+
+def _fit_context(system: list[dict[str, Any]], history: list[dict[str, Any]], budget: int) -> int:
+    """Drop the oldest turns (a user message and what answered it) until the request fits; returns how many.
+
+    The system prompt and the newest turn always stay, and the history still starts with a user
+    message, so roles keep alternating and no tool result loses the call it answers.
     """
-    sizes = [estimate_tokens(m["content"]) for m in history]
-    total = sum(estimate_tokens(m["content"]) for m in system) + sum(sizes)
+    turns: list[list[dict[str, Any]]] = []
+    for message in history:
+        if message["role"] == Message.Role.USER or not turns:
+            turns.append([])
+        turns[-1].append(message)
+    sizes = [sum(_size(m) for m in turn) for turn in turns]
+    total = sum(_size(m) for m in system) + sum(sizes)
     dropped = 0
-    while total > budget and len(history) > 1:
-        for _ in range(2 if len(history) > 2 else 1):
-            history.pop(0)
-            total -= sizes.pop(0)
-            dropped += 1
+    while total > budget and len(turns) > 1:
+        dropped += len(turns.pop(0))
+        total -= sizes.pop(0)
+    history[:] = [message for turn in turns for message in turn]
     return dropped
 
 
-def _alternating_history(messages: list[Message]) -> list[dict[str, str]]:
-    """User and assistant turns in strict alternation, starting and ending with the user.
+def _as_sent(message: Message, *, thinking: bool) -> list[dict[str, Any]]:
+    """An assistant message with tool calls as DeepSeek wants it: the calls, then each result as a `tool` message.
 
-    Replies that produced no text are left out, and turns of one role in a row are joined, because
-    DeepSeek refuses two turns of the same role in a row. Reasoning is never sent back.
+    A reply whose tools this site ran (it finished after them) sends its text after the results, where it
+    was written. In thinking mode the reasoning goes back too (DeepSeek refuses tool-call turns without it;
+    the caller keeps it only for the turns since the last user message).
     """
-    history: list[dict[str, str]] = []
+    ran_here = message.finish_reason not in ("", "tool_calls")
+    sent: dict[str, Any] = {
+        "role": "assistant",
+        "content": "" if ran_here else message.content,
+        "tool_calls": toolcalls.as_openai(message.tool_calls),
+    }
+    if thinking and message.reasoning:
+        sent["reasoning_content"] = message.reasoning
+    results = [
+        {"role": "tool", "tool_call_id": call["id"], "content": toolcalls.result_text(call)}
+        for call in message.tool_calls
+        if toolcalls.result_text(call) is not None
+    ]
+    after = [{"role": "assistant", "content": message.content}] if ran_here and message.content.strip() else []
+    return [sent, *results, *after]
+
+
+def _alternating_history(messages: list[Message], *, thinking: bool = False) -> list[dict[str, Any]]:
+    """User and assistant turns in strict alternation, starting with the user, tool calls kept with their results.
+
+    Replies that produced no text (and asked for no tool) are left out, and turns of one role in a row
+    are joined, because DeepSeek refuses two turns of the same role in a row. Reasoning is sent back only
+    for the tool calls since the last user message, as DeepSeek's thinking mode requires.
+    """
+    history: list[dict[str, Any]] = []
     for message in messages:
+        if message.role == Message.Role.ASSISTANT and message.tool_calls:
+            history += _as_sent(message, thinking=thinking)
+            continue
         if message.role == Message.Role.ASSISTANT and not message.content.strip():
             continue
-        if history and history[-1]["role"] == message.role:
+        if history and history[-1]["role"] == message.role and not history[-1].get("tool_calls"):
             history[-1]["content"] += "\n\n" + message.content
         else:
             history.append({"role": message.role, "content": message.content})
     while history and history[0]["role"] != Message.Role.USER:
         history.pop(0)
+    last_user = max((i for i, m in enumerate(history) if m["role"] == Message.Role.USER), default=-1)
+    for message in history[:last_user]:
+        message.pop("reasoning_content", None)
     return history
 
 
@@ -85,7 +129,7 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
         return None
     conversation = reply.conversation
     earlier = list(conversation.messages.shown().filter(created_at__lt=reply.created_at))
-    system: list[dict[str, str]] = []
+    system: list[dict[str, Any]] = []
     if conversation.api_token_id is None:  # a /v1 call brings its own system messages
         preferences = Preferences.objects.filter(user_id=conversation.owner_id)
         instructions = preferences.values_list("custom_instructions", flat=True).first()
@@ -93,8 +137,13 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
             system.append({"role": "system", "content": instructions})
     if conversation.system_prompt.strip():
         system.append({"role": "system", "content": conversation.system_prompt})
-    history = _alternating_history(earlier)
+    history = _alternating_history(earlier, thinking=conversation.thinking)
     dropped = _fit_context(system, history, settings.CHAT_CONTEXT_TOKENS)
+    options = _options(conversation, reply)
+    # A page or /api/ conversation with tools on is offered the tools staff allowed (a /v1 call brings its own).
+    tools = tuple(selectors.chat_tools()) if conversation.tools_enabled and conversation.api_token_id is None else ()
+    if tools:
+        options["tools"] = [tool.as_openai() for tool in tools]
     return ReplyContext(
         conversation_id=conversation.id,
         message_id=reply.id,
@@ -102,9 +151,10 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
             model=conversation.model,
             thinking=conversation.thinking,
             messages=system + history,
-            options=_options(conversation, reply),
+            options=options,
         ),
         context_dropped=dropped,
+        tools=tools,
     )
 
 

@@ -39,6 +39,7 @@ class ConversationPatch(Schema):
     system_prompt: fields.SystemPrompt = ""
     pinned: fields.Pinned = False
     archived: fields.Archived = False
+    tools_enabled: fields.ToolsEnabled = False
 
     def changes(self) -> dict[str, Any]:
         """The fields the client sent, validated (a null text is empty, a null model the first one)."""

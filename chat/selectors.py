@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -13,7 +14,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from chat import events
-from chat.models import Conversation, Message, UsageRecord
+from chat.models import Conversation, McpServer, Message, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 from chat.streamstate import get_store
 
@@ -156,3 +157,39 @@ def messages_before(*, conversation: Conversation, message_id: Any) -> list[dict
 def streaming_reply(*, conversation: Conversation) -> Message | None:
     """The reply being written in this conversation, if any."""
     return conversation.messages.streaming().first()
+
+
+@dataclass(frozen=True)
+class ChatTool:
+    """A tool staff allowed, as offered to the model, with the server that runs it."""
+
+    name: str
+    description: str
+    input_schema: dict[str, Any]
+    server_url: str
+    auth_header: str
+
+    def as_openai(self) -> dict[str, Any]:
+        """The tool as DeepSeek's `tools` list takes it."""
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.input_schema},
+        }
+
+
+def chat_tools() -> list[ChatTool]:
+    """The tools of enabled MCP servers that staff allowed; a name offered twice keeps its first server."""
+    tools: dict[str, ChatTool] = {}
+    for server in McpServer.objects.filter(enabled=True):
+        allowed = set(server.allowed_tools or ())
+        for tool in server.tools or ():
+            name = tool.get("name") if isinstance(tool, dict) else None
+            if name in allowed and name not in tools:
+                tools[name] = ChatTool(
+                    name=name,
+                    description=str(tool.get("description") or ""),
+                    input_schema=tool.get("input_schema") or {"type": "object", "properties": {}},
+                    server_url=server.url,
+                    auth_header=server.auth_header,
+                )
+    return list(tools.values())

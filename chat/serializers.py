@@ -36,6 +36,7 @@ def conversation_to_dict(conversation: Conversation) -> ConversationDict:
         "system_prompt": conversation.system_prompt,
         "pinned": conversation.pinned,
         "archived": conversation.archived,
+        "tools_enabled": conversation.tools_enabled,
         "created_at": conversation.created_at.isoformat(),
         "updated_at": conversation.updated_at.isoformat(),
     }
@@ -65,6 +66,8 @@ def message_to_dict(message: Message) -> MessageDict:
             data["time_to_first_token_ms"] = message.time_to_first_token_ms
         if message.duration_ms is not None:
             data["duration_ms"] = message.duration_ms
+    if message.tool_calls:
+        data["tool_calls"] = message.tool_calls
     if message.client_id:
         data["client_id"] = message.client_id
     if message.usage is not None:

@@ -12,8 +12,9 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -23,8 +24,11 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy
 
 from chat import contentrules, events, limits, runner, titles
-from chat.models import ApiToken, Conversation, Message, Preferences, UsageRecord, WordList
+from chat.models import ApiToken, Conversation, McpServer, Message, Preferences, UsageRecord, WordList
 from chat.streamstate import get_store
+
+if TYPE_CHECKING:
+    from chat.compat import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +66,9 @@ def conversation_create(
 
 
 # The settings a client may change, each already checked at the edge (chat.schemas.ConversationPatch).
-CHANGEABLE = frozenset({"title", "model", "thinking", "reasoning_effort", "system_prompt", "pinned", "archived"})
+CHANGEABLE = frozenset(
+    {"title", "model", "thinking", "reasoning_effort", "system_prompt", "pinned", "archived", "tools_enabled"}
+)
 
 
 def conversation_update(*, conversation: Conversation, changes: Mapping[str, object]) -> Conversation:
@@ -285,17 +291,19 @@ def completion_create(
     model: str | None,
     thinking: bool,
     system_prompt: str,
-    turns: list[tuple[str, str]],
+    turns: list[Turn],
     options: dict[str, Any],
     conversation_id: uuid.UUID | None = None,
 ) -> tuple[Conversation, Message]:
     """Store an OpenAI-style call as a new conversation of its owner and start its reply.
 
-    The given turns (user and assistant, the last one the user's) become the conversation's
-    history, so the call is reviewed, counted and limited exactly as a chat in the browser is.
-    A caller may choose the conversation's id, to subscribe to its events before the reply starts.
+    The given turns (user and assistant, with the tool calls and results they hold) become the
+    conversation's history, so the call is reviewed, counted and limited exactly as a chat in the
+    browser is. A caller may choose the conversation's id, to subscribe to its events before the reply starts.
     """
-    _refuse_words(turns[-1][1])
+    users = [turn.content for turn in turns if turn.role == Message.Role.USER]
+    if turns[-1].role == Message.Role.USER:
+        _refuse_words(turns[-1].content)
     conversation = Conversation(
         id=conversation_id or uuid.uuid4(),
         owner=owner,
@@ -303,27 +311,70 @@ def completion_create(
         model=model or settings.DEEPSEEK_MODELS[0],
         thinking=thinking,
         system_prompt=system_prompt,
-        title=titles.automatic(next(content for role, content in turns if role == Message.Role.USER)),
+        title=titles.automatic(users[0] if users else ""),
     )
     now = timezone.now()
+    reasoning = _stored_reasoning(owner=owner, turns=turns)
     with transaction.atomic():
         _lock_owner(owner.pk)
         _check_limits(user_id=owner.pk)
         conversation.save()
         events.conversation_updated_on_commit(conversation)
         parent = None
-        for index, (role, content) in enumerate(turns):
+        for index, turn in enumerate(turns):
             parent = Message.objects.create(
                 conversation=conversation,
                 parent=parent,
-                role=role,
-                content=content,
+                role=turn.role,
+                content=turn.content,
+                reasoning=turn.reasoning or reasoning.get(index, ""),
+                tool_calls=list(turn.tool_calls),
                 created_at=now + timedelta(microseconds=index),
             )
             events.message_created_on_commit(parent)
         reply = _reply_start(conversation=conversation, parent=parent, options=options)
         _reply_announce(reply)
     return conversation, reply
+
+
+# How far back the reasoning of a tool call is looked for: a tool loop runs within minutes, not days.
+REASONING_LOOKBACK = timedelta(days=1)
+
+
+def _stored_reasoning(*, owner: AbstractBaseUser, turns: list[Turn]) -> dict[int, str]:
+    """The reasoning this site stored for assistant turns whose tool calls it wrote, by turn index.
+
+    DeepSeek's thinking mode wants the reasoning of the tool-call turns since the last user message sent
+    back, and most frameworks drop it; every /v1 reply is stored, so it is put back from there.
+    """
+    wanted = {
+        call["id"]: index
+        for index, turn in enumerate(turns)
+        if turn.role == Message.Role.ASSISTANT and turn.tool_calls and not turn.reasoning
+        for call in turn.tool_calls
+    }
+    if not wanted:
+        return {}
+    found: dict[int, str] = {}
+    candidates = (
+        Message.objects.filter(
+            conversation__owner=owner,
+            role=Message.Role.ASSISTANT,
+            finish_reason="tool_calls",
+            created_at__gte=timezone.now() - REASONING_LOOKBACK,
+        )
+        .exclude(reasoning="")
+        .order_by("-created_at")
+        .values_list("tool_calls", "reasoning")[:500]
+    )
+    for calls, text in candidates:
+        for call in calls or ():
+            index = wanted.get(call.get("id")) if isinstance(call, dict) else None
+            if index is not None:
+                found.setdefault(index, text)
+        if len(found) == len(set(wanted.values())):
+            break
+    return found
 
 
 def message_send(*, conversation: Conversation, content: str, client_id: str = "") -> tuple[Message, Message]:
@@ -392,6 +443,7 @@ def reply_finish(
     time_to_first_token_ms: int | None = None,
     duration_ms: int | None = None,
     context_dropped: int = 0,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> Message | None:
     """End a reply once: store its final text and outcome, then tell every watcher."""
     usage = usage or {}
@@ -421,6 +473,8 @@ def reply_finish(
         reply.time_to_first_token_ms = time_to_first_token_ms
         reply.duration_ms = duration_ms
         reply.context_dropped = context_dropped
+        if tool_calls:
+            reply.tool_calls = tool_calls
         reply.save()
         if usage:
             usage_record(reply=reply)  # in the same transaction: a reply is counted once, or not at all
@@ -428,6 +482,25 @@ def reply_finish(
         Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
         events.message_completed_on_commit(reply)
     return reply
+
+
+def reply_tool_step(*, message_id: uuid.UUID, call: dict[str, Any]) -> bool:
+    """Store a tool call of a reply being written (started, or finished with its output or error), then tell watchers.
+
+    The call goes on the reply itself, so a tab that opens late, a reload, SSE and the admin see every step.
+    Returns False when the reply is no longer being written (stopped, deleted).
+    """
+    with transaction.atomic():
+        reply = Message.objects.select_for_update().filter(id=message_id, status=Message.Status.STREAMING).first()
+        if reply is None:
+            return False
+        calls = [c for c in reply.tool_calls if c.get("id") != call["id"]]
+        position = next((i for i, c in enumerate(reply.tool_calls) if c.get("id") == call["id"]), len(calls))
+        calls.insert(position, call)
+        reply.tool_calls = calls
+        reply.save(update_fields=["tool_calls"])
+        events.tool_call_on_commit(reply, call)
+    return True
 
 
 def reply_stop(*, conversation: Conversation) -> Message:
@@ -586,3 +659,33 @@ def word_list_delete(*, word_list: WordList) -> None:
     """Delete a staff word list: this process drops it at once, others within contentrules.RELOAD_SECONDS."""
     word_list.delete()
     contentrules.forget()
+
+
+def mcp_server_save(*, server: McpServer) -> None:
+    """Save an MCP server staff registered (its allowed tools only among those it offers)."""
+    offered = {tool.get("name") for tool in server.tools or () if isinstance(tool, dict)}
+    server.allowed_tools = [name for name in server.allowed_tools or () if name in offered]
+    server.save()
+
+
+def mcp_server_refresh(*, server: McpServer) -> McpServer:
+    """Ask a server which tools it offers now, and keep the answer (or why there was none) for staff to choose from."""
+    from chat import mcpclient  # only staff's refresh needs the MCP SDK here
+
+    headers = {"Authorization": server.auth_header} if server.auth_header else {}
+    try:
+        tools = async_to_sync(mcpclient.list_tools)(
+            url=server.url, headers=headers, timeout=settings.CHAT_TOOL_TIMEOUT_SECONDS
+        )
+    except mcpclient.ToolFailure as failure:
+        server.refresh_error = failure.detail
+    else:
+        server.tools = [
+            {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema} for tool in tools
+        ]
+        server.refresh_error = ""
+        offered = {tool.name for tool in tools}
+        server.allowed_tools = [name for name in server.allowed_tools or () if name in offered]
+    server.refreshed_at = timezone.now()
+    server.save(update_fields=["tools", "allowed_tools", "refresh_error", "refreshed_at", "updated_at"])
+    return server

@@ -27,7 +27,7 @@ class ReplyRequest:
 
     model: str
     thinking: bool
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -40,6 +40,16 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a function call the model asks for: its id and name come first, then argument fragments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
+
+
+@dataclass(frozen=True)
 class Finished:
     """The stream ended as DeepSeek meant it to."""
 
@@ -48,7 +58,7 @@ class Finished:
     usage: dict[str, int] = field(default_factory=dict)
 
 
-UpstreamEvent = TextDelta | Finished
+UpstreamEvent = TextDelta | ToolCallDelta | Finished
 
 
 class UpstreamError(Exception):
@@ -120,6 +130,18 @@ def _usage_dict(data: dict[str, Any]) -> dict[str, int]:
         "prompt_cache_hit_tokens": int(data.get("prompt_cache_hit_tokens") or prompt_details.get("cached_tokens") or 0),
         "prompt_cache_miss_tokens": int(data.get("prompt_cache_miss_tokens") or 0),
     }
+
+
+def _tool_call_delta(call: dict[str, Any]) -> ToolCallDelta:
+    """One entry of a chunk's `tool_calls`, read defensively (fields arrive in pieces, some as null)."""
+    function = call.get("function") or {}
+    index = call.get("index")
+    return ToolCallDelta(
+        index=index if isinstance(index, int) and not isinstance(index, bool) else 0,
+        id=str(call.get("id") or ""),
+        name=str(function.get("name") or ""),
+        arguments=str(function.get("arguments") or ""),
+    )
 
 
 def make_client() -> openai.AsyncOpenAI:
@@ -260,6 +282,9 @@ async def stream_reply(request: ReplyRequest) -> AsyncIterator[UpstreamEvent]:
                     if content or reasoning:
                         started = True
                         yield TextDelta(content=content, reasoning=reasoning)
+                    for call in delta.get("tool_calls") or ():
+                        started = True
+                        yield _tool_call_delta(call)
                     if choice.get("finish_reason"):
                         finish_reason = choice["finish_reason"]
     except Exception as exc:

@@ -90,13 +90,13 @@ def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 
 def _invalid_call(request: HttpRequest, exc: compat.InvalidCall) -> HttpResponse:
-    return openai_error(400, exc.message, code=exc.code, param=exc.param)
+    return openai_error(exc.status, exc.message, code=exc.code, param=exc.param)
 
 
 def _refusal(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
     """A service's refusal (limits, bad model, text too long) in OpenAI's shape, with Retry-After."""
     if exc.code == "rate_limited":
-        response = openai_error(429, exc.detail, code=exc.code)
+        response = openai_error(429, exc.detail, code=exc.code)  # `rate_limit_exceeded`, as OpenAI says
         if exc.retry_after is not None:
             response["Retry-After"] = str(exc.retry_after)
         return response
@@ -248,7 +248,14 @@ CHUNKS = {
 
 @api.post(
     "/chat/completions",
-    response={200: ChatCompletion, 400: OpenAIError, 401: OpenAIError, 413: OpenAIError, 429: OpenAIError},
+    response={
+        200: ChatCompletion,
+        400: OpenAIError,
+        401: OpenAIError,
+        404: OpenAIError,
+        413: OpenAIError,
+        429: OpenAIError,
+    },
     openapi_extra={"responses": {200: {"content": CHUNKS["content"]}}},
 )
 async def chat_completions(request: HttpRequest, payload: compat.ChatCompletionIn) -> HttpResponse:

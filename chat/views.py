@@ -110,6 +110,7 @@ def _chat_page(
             or {"model": settings.DEEPSEEK_MODELS[0], "thinking": True, "reasoning_effort": "", "content": ""},
             "conversations": selectors.conversation_list(user=request.user),
             "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+            "chat_tools": [tool.name for tool in selectors.chat_tools()] if conversation is not None else [],
             "conversation_config": {
                 "id": str(conversation.id),
                 "socketPath": f"/ws/conversations/{conversation.id}/",
@@ -190,6 +191,7 @@ EXAMPLES = [
     (gettext_lazy("Python (httpx): a reply as NDJSON"), "httpx_ndjson.py"),
     (gettext_lazy("Python (httpx): a conversation's events over SSE, with resume"), "httpx_sse_resume.py"),
     (gettext_lazy("Python (openai): any OpenAI client"), "openai_sdk.py"),
+    (gettext_lazy("Python (openai): tools (function calling)"), "openai_tools.py"),
 ]
 
 

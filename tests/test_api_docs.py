@@ -112,12 +112,15 @@ async def test_every_example_runs_against_a_live_site(live_site):
         result = await asyncio.to_thread(_run, example, base_url, token)
         assert result.returncode == 0, f"{example}: {result.stderr}"
         assert answer in result.stdout, f"{example}: {result.stdout}"
+    tools = await asyncio.to_thread(_run, "openai_tools.py", base_url, token)
+    assert tools.returncode == 0, tools.stderr
+    assert tools.stdout.splitlines() == ["add({'a': 2, 'b': 3})", "Tool results: 5"], tools.stdout
 
     # Real answers match the document's shapes.
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30) as http:
         listed = (await http.get("/api/conversations/")).json()["conversations"]
-        assert len(listed) == 5  # one per example
+        assert len(listed) == 7  # one per example, two for the tools example (a call and its answer)
         for conversation in listed:
             detail = (await http.get(f"/api/conversations/{conversation['id']}/")).json()
             jsonschema.validate(detail, _schema_for("ConversationDetail"))

@@ -40,6 +40,7 @@ CONVERSATION = {
     "system_prompt": "",
     "pinned": False,
     "archived": False,
+    "tools_enabled": False,
     "created_at": "2025-01-01T00:00:00+00:00",
     "updated_at": "2025-01-01T00:00:00+00:00",
 }
@@ -86,6 +87,16 @@ GOOD = {
     "error": {"type": "error", "code": "busy", "detail": "A reply is still being written."},
     "session.changed": {"type": "session.changed", "session_key": None},
     "reply.stop": {"type": "reply.stop", "message_id": ID},
+    "tool.call.started": {
+        "type": "tool.call.started",
+        "message_id": ID,
+        "call": {"id": "call_1", "name": "add", "arguments": "{}"},
+    },
+    "tool.call.finished": {
+        "type": "tool.call.finished",
+        "message_id": ID,
+        "call": {"id": "call_1", "name": "add", "arguments": "{}", "output": "5"},
+    },
 }
 
 
@@ -157,6 +168,10 @@ def test_every_builder_makes_a_valid_event(user: Any, conversation: Conversation
     older = selectors.messages_before(conversation=conversation, message_id=str(streaming.id))
     built.append(events.messages_older_event(before=str(streaming.id), messages=older))
     built.append(events.messages_older_event(before=str(messages[0].id), messages=[]))
+    # A tool step of the reply in flight, as it starts and as it ends (with a result, or an error).
+    call = {"id": "call_1", "name": "add", "arguments": '{"a": 2, "b": 3}'}
+    for step in (call, {**call, "output": "5"}, {**call, "error": "The tool did not answer in time."}):
+        services.reply_tool_step(message_id=streaming.id, call=step)
     # The state with the reply in flight: before its first delta (seq 0), then with a snapshot.
     state = _state(conversation)
     assert state["streaming"]["seq"] == 0

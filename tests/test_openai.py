@@ -151,7 +151,7 @@ async def test_upstream_failures_reach_the_sdk_as_errors(live_site):
     assert received == answer_text(3)
     with pytest.raises(openai.BadRequestError) as bad:
         await client.chat.completions.create(model="deepseek-v4-flash", messages=[{"role": "tool", "content": "x"}])
-    assert bad.value.param == "messages[0].role"
+    assert bad.value.param == "messages[0].tool_call_id"  # a tool result that answers no call
     await client.close()
 
 

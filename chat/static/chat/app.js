@@ -26,6 +26,7 @@ const connection = document.getElementById("connection");
 const title = document.getElementById("conversation-title");
 const modelSelect = document.getElementById("model-select");
 const thinkingToggle = document.getElementById("thinking-toggle");
+const toolsToggle = document.getElementById("tools-toggle"); // only when staff allowed some tools
 const effortSelect = document.getElementById("effort-select");
 const conversationUsage = document.getElementById("conversation-usage");
 const systemPrompt = document.getElementById("system-prompt");
@@ -83,6 +84,7 @@ function applyConversation(conversation) {
     thinkingToggle.checked = conversation.thinking;
     effortSelect.value = conversation.reasoning_effort || "";
     effortSelect.disabled = !conversation.thinking;
+    if (toolsToggle) toolsToggle.checked = Boolean(conversation.tools_enabled);
     if (systemPrompt.hidden) systemPromptInput.value = conversation.system_prompt || "";
     showFlags(conversation);
   }
@@ -104,6 +106,8 @@ const handlers = {
   },
   "messages.older": (event) => transcript.older(event),
   "message.delta": (event) => transcript.delta(event),
+  "tool.call.started": (event) => transcript.toolCall(event),
+  "tool.call.finished": (event) => transcript.toolCall(event),
   "message.completed": (event) => {
     transcript.completed(event);
     refreshUserUsage();
@@ -206,6 +210,7 @@ async function saveSettings(changes) {
 }
 modelSelect.addEventListener("change", () => saveSettings({ model: modelSelect.value }));
 thinkingToggle.addEventListener("change", () => saveSettings({ thinking: thinkingToggle.checked }));
+toolsToggle?.addEventListener("change", () => saveSettings({ tools_enabled: toolsToggle.checked }));
 effortSelect.addEventListener("change", () => saveSettings({ reasoning_effort: effortSelect.value }));
 function startRename() {
   const field = document.createElement("input");

@@ -195,10 +195,12 @@ export class Transcript {
     details.append(reasoning);
     details.hidden = true;
     const content = el("div", "content");
+    const calls = el("div", "tool-calls");
+    calls.hidden = true;
     const meta = el("footer", "meta");
     const tools = el("div", "msg-actions");
-    article.append(details, content, meta, tools);
-    return { article, content, reasoning, details, summary, meta, tools, seq: 0, data: { ...message } };
+    article.append(details, content, calls, meta, tools);
+    return { article, content, reasoning, details, summary, calls, meta, tools, seq: 0, data: { ...message } };
   }
 
   delta(event) {
@@ -258,6 +260,45 @@ export class Transcript {
       : gettext("Reasoning");
   }
 
+  /** A tool call of a reply started or finished: show the step where it belongs. */
+  toolCall(event) {
+    const view = this.views.get(event.message_id);
+    if (!view) return;
+    const calls = [...(view.data.tool_calls || [])];
+    const at = calls.findIndex((call) => call.id === event.call.id);
+    if (at >= 0) calls[at] = event.call;
+    else calls.push(event.call);
+    view.data.tool_calls = calls;
+    this.paint(view);
+    this.scroll();
+  }
+
+  /** The function calls a reply asked for, each folded like the reasoning: name, arguments, then the result. */
+  paintCalls(view) {
+    const calls = view.data.tool_calls || [];
+    const key = JSON.stringify(calls);
+    if (view.callsKey === key) return;
+    view.callsKey = key;
+    view.calls.replaceChildren();
+    view.calls.hidden = calls.length === 0;
+    for (const call of calls) {
+      const block = el("details", "tool-call");
+      block.dataset.id = call.id;
+      const done = call.output !== undefined || call.error !== undefined;
+      block.dataset.state = call.error !== undefined ? "failed" : done ? "done" : "running";
+      const label = interpolate(gettext("Tool call: %(name)s"), { name: call.name });
+      block.append(el("summary", "", done ? label : `${label} · ${gettext("running…")}`));
+      block.append(el("pre", "tool-arguments", call.arguments));
+      if (call.output !== undefined) {
+        block.append(el("div", "tool-label", gettext("Result")), el("pre", "tool-output", call.output));
+      }
+      if (call.error !== undefined) {
+        block.append(el("div", "tool-label", gettext("The tool failed")), el("pre", "tool-error", call.error));
+      }
+      view.calls.append(block);
+    }
+  }
+
   tick() {
     for (const view of this.views.values()) {
       if (!view.details.hidden) view.summary.textContent = this.thinkingLabel(view);
@@ -280,6 +321,7 @@ export class Transcript {
       view.reasoning.textContent = data.reasoning;
       view.summary.textContent = this.thinkingLabel(view);
     }
+    this.paintCalls(view);
     const notes = [];
     if (data.role === "assistant") {
       if (data.status === "streaming" && !data.content && !data.reasoning) notes.push(gettext("waiting for DeepSeek…"));

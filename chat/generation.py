@@ -44,7 +44,7 @@ from chatsite import logs
 logger = logging.getLogger(__name__)
 
 STOP_EVENT = "reply.stop"
-INTERRUPTED_TOOL = "The reply ended before the tool answered."
+INTERRUPTED_TOOL = services.INTERRUPTED_TOOL
 # How often a writer also looks for a stop mark, in case the stop's event was lost in a layer outage.
 STOP_POLL_SECONDS = 2.0
 

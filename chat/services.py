@@ -337,6 +337,7 @@ def completion_create(
     return conversation, reply
 
 
+INTERRUPTED_TOOL = "The reply ended before the tool answered."
 # How far back the reasoning of a tool call is looked for: a tool loop runs within minutes, not days.
 REASONING_LOOKBACK = timedelta(days=1)
 
@@ -535,6 +536,11 @@ def reply_close_interrupted(
         reasoning=reasoning if reasoning is not None and len(reasoning) >= len(reply.reasoning) else reply.reasoning,
         error_code="interrupted",
         error_detail=detail,
+        # A tool step stored as running (the chat's tools) ran no further: say so, as a stop does.
+        tool_calls=[
+            call if "output" in call or "error" in call else {**call, "error": INTERRUPTED_TOOL}
+            for call in reply.tool_calls
+        ],
     )
 
 

@@ -220,3 +220,13 @@ def test_staff_register_a_server_in_the_admin_and_its_secret_is_never_shown(admi
     )
     server.refresh_from_db()
     assert "401" in server.refresh_error
+
+
+def test_a_reply_whose_process_died_mid_tool_says_the_step_got_no_answer(user, monkeypatch):
+    monkeypatch.setattr(generation, "launch", lambda message_id: None)  # no writer: as if its process died
+    conversation = services.conversation_create(owner=user)
+    _, reply = services.message_send(conversation=conversation, content="Wait [[fake tool=slow]]")
+    running = {"id": "call_1", "name": "slow", "arguments": '{"seconds": 30}'}
+    services.reply_tool_step(message_id=reply.id, call=running)
+    closed = services.reply_close_interrupted(message_id=reply.id, content=None, reasoning=None, detail="It died.")
+    assert closed.status == "failed" and closed.tool_calls == [{**running, "error": generation.INTERRUPTED_TOOL}]

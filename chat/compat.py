@@ -281,10 +281,6 @@ def _function_name(value: Any) -> str:
     return value
 
 
-def _optional_text(value: Any) -> str:
-    return "" if value is None else _text(value)
-
-
 class FunctionIn(BaseModel):
     """The function of a tool call an earlier assistant message made."""
 
@@ -313,7 +309,7 @@ class ChatMessage(BaseModel):
 
     role: Annotated[Literal["system", "developer", "user", "assistant", "tool"], BeforeValidator(_role)]
     content: Annotated[str, BeforeValidator(_text)] = ""
-    reasoning_content: Annotated[str, BeforeValidator(_optional_text)] = ""
+    reasoning_content: Annotated[str, BeforeValidator(_text)] = ""
     tool_calls: Annotated[list[ToolCallIn], BeforeValidator(_tool_calls)] = []
     tool_call_id: Annotated[str | None, BeforeValidator(lambda v: v if v is None else _call_id(v))] = None
 

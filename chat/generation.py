@@ -44,7 +44,6 @@ from chatsite import logs
 logger = logging.getLogger(__name__)
 
 STOP_EVENT = "reply.stop"
-INTERRUPTED_TOOL = services.INTERRUPTED_TOOL
 # How often a writer also looks for a stop mark, in case the stop's event was lost in a layer outage.
 STOP_POLL_SECONDS = 2.0
 
@@ -322,9 +321,7 @@ class Outcome:
         """The calls to store with the reply: the steps run (one cut short by a stop says so), else those asked for."""
         if not self.steps:
             return self.tool_calls.calls()
-        return [
-            step if "output" in step or "error" in step else {**step, "error": INTERRUPTED_TOOL} for step in self.steps
-        ]
+        return services.steps_ended(self.steps)
 
 
 async def _stream_round(
@@ -336,15 +333,13 @@ async def _stream_round(
     stream = _source(request)
     try:
         async for event in stream:
+            if not isinstance(event, upstream.Finished) and outcome.first_token_at is None:
+                outcome.first_token_at = time.monotonic()
             if isinstance(event, upstream.TextDelta):
-                if outcome.first_token_at is None:
-                    outcome.first_token_at = time.monotonic()
                 content.append(event.content)
                 reasoning.append(event.reasoning)
                 await writer.add(event.content, event.reasoning)
             elif isinstance(event, upstream.ToolCallDelta):
-                if outcome.first_token_at is None:
-                    outcome.first_token_at = time.monotonic()
                 calls.add(event)
             else:
                 outcome.finish_reason = event.finish_reason

@@ -79,9 +79,9 @@ def _as_sent(message: Message, *, thinking: bool) -> list[dict[str, Any]]:
     if thinking and message.reasoning:
         sent["reasoning_content"] = message.reasoning
     results = [
-        {"role": "tool", "tool_call_id": call["id"], "content": toolcalls.result_text(call)}
+        {"role": "tool", "tool_call_id": call["id"], "content": text}
         for call in message.tool_calls
-        if toolcalls.result_text(call) is not None
+        if (text := toolcalls.result_text(call)) is not None
     ]
     after = [{"role": "assistant", "content": message.content}] if ran_here and message.content.strip() else []
     return [sent, *results, *after]

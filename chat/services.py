@@ -338,6 +338,13 @@ def completion_create(
 
 
 INTERRUPTED_TOOL = "The reply ended before the tool answered."
+
+
+def steps_ended(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool steps of a reply that has ended: one still without a result says it got none."""
+    return [call if "output" in call or "error" in call else {**call, "error": INTERRUPTED_TOOL} for call in calls]
+
+
 # How far back the reasoning of a tool call is looked for: a tool loop runs within minutes, not days.
 REASONING_LOOKBACK = timedelta(days=1)
 
@@ -536,11 +543,7 @@ def reply_close_interrupted(
         reasoning=reasoning if reasoning is not None and len(reasoning) >= len(reply.reasoning) else reply.reasoning,
         error_code="interrupted",
         error_detail=detail,
-        # A tool step stored as running (the chat's tools) ran no further: say so, as a stop does.
-        tool_calls=[
-            call if "output" in call or "error" in call else {**call, "error": INTERRUPTED_TOOL}
-            for call in reply.tool_calls
-        ],
+        tool_calls=steps_ended(reply.tool_calls),  # a step stored as running ran no further
     )
 
 
@@ -669,9 +672,14 @@ def word_list_delete(*, word_list: WordList) -> None:
 
 def mcp_server_save(*, server: McpServer) -> None:
     """Save an MCP server staff registered (its allowed tools only among those it offers)."""
+    _keep_offered(server)
+    server.save()
+
+
+def _keep_offered(server: McpServer) -> None:
+    """Allow only tools the server offers: one it no longer offers cannot be called."""
     offered = {tool.get("name") for tool in server.tools or () if isinstance(tool, dict)}
     server.allowed_tools = [name for name in server.allowed_tools or () if name in offered]
-    server.save()
 
 
 def mcp_server_refresh(*, server: McpServer) -> McpServer:
@@ -690,8 +698,7 @@ def mcp_server_refresh(*, server: McpServer) -> McpServer:
             {"name": tool.name, "description": tool.description, "input_schema": tool.input_schema} for tool in tools
         ]
         server.refresh_error = ""
-        offered = {tool.name for tool in tools}
-        server.allowed_tools = [name for name in server.allowed_tools or () if name in offered]
+        _keep_offered(server)
     server.refreshed_at = timezone.now()
     server.save(update_fields=["tools", "allowed_tools", "refresh_error", "refreshed_at", "updated_at"])
     return server

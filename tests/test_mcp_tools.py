@@ -167,7 +167,7 @@ async def test_stop_cancels_the_tool_call_in_flight(user, fake_upstream, mcp):
     events = await receive_until(socket, "message.completed", timeout=5)
     assert time.monotonic() - asked < 2 and events[-1]["status"] == "stopped"
     (stopped,) = events[-1]["message"]["tool_calls"]
-    assert stopped["error"] == generation.INTERRUPTED_TOOL
+    assert stopped["error"] == services.INTERRUPTED_TOOL
     await socket.disconnect()
     for _ in range(50):  # the server sees the client go and abandons the call
         if mcp.active == 0:
@@ -229,4 +229,4 @@ def test_a_reply_whose_process_died_mid_tool_says_the_step_got_no_answer(user, m
     running = {"id": "call_1", "name": "slow", "arguments": '{"seconds": 30}'}
     services.reply_tool_step(message_id=reply.id, call=running)
     closed = services.reply_close_interrupted(message_id=reply.id, content=None, reasoning=None, detail="It died.")
-    assert closed.status == "failed" and closed.tool_calls == [{**running, "error": generation.INTERRUPTED_TOOL}]
+    assert closed.status == "failed" and closed.tool_calls == [{**running, "error": services.INTERRUPTED_TOOL}]

@@ -22,8 +22,11 @@ RUN DJANGO_SECRET_KEY=collectstatic-only-not-a-real-key python manage.py collect
 
 # Run as an unprivileged user that cannot write the code. The settings need DJANGO_SECRET_KEY and
 # DATABASE_URL from the environment here (the image has no writable key file and no SQLite file).
+# Attached files go to /data/files (a volume in compose.yaml), the one place it may write.
 RUN groupadd --system --gid 10001 chat \
-    && useradd --system --uid 10001 --gid chat --home-dir /app --no-create-home --shell /usr/sbin/nologin chat
+    && useradd --system --uid 10001 --gid chat --home-dir /app --no-create-home --shell /usr/sbin/nologin chat \
+    && install -d -o 10001 -g 10001 /data/files
+ENV CHAT_MEDIA_ROOT=/data/files
 USER 10001:10001
 
 EXPOSE 8000

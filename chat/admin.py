@@ -17,6 +17,7 @@ from django.contrib.auth.admin import UserAdmin
 from django.db.models import QuerySet
 from django.forms import Script
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
@@ -59,12 +60,16 @@ class MessageInline(ReadOnlyMixin, admin.StackedInline):
     """The transcript, oldest first, inside its conversation: each message's version, and its text as Markdown."""
 
     model = Message
-    fields = ("version", "rendered", "calls", *MESSAGE_FIELDS)
-    readonly_fields = ("version", "rendered", "calls", *MESSAGE_FIELDS)
+    fields = ("version", "rendered", "files", "calls", *MESSAGE_FIELDS)
+    readonly_fields = ("version", "rendered", "files", "calls", *MESSAGE_FIELDS)
     ordering = ("created_at",)
     extra = 0
     can_delete = False
     show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        """The transcript with its files in one more query, not one per message."""
+        return super().get_queryset(request).prefetch_related("attachments")
 
     class Media:
         # The page's own renderer: the same Markdown, sanitiser and maths as the chat (static/chat/admin.js).
@@ -92,6 +97,29 @@ class MessageInline(ReadOnlyMixin, admin.StackedInline):
     def rendered(self, obj: Message) -> str:
         """The text as the chat shows it: the script renders it, sanitised; without it the text stays plain."""
         return format_html('<div class="admin-markdown" data-markdown="">{}</div>', obj.content)
+
+    @admin.display(description=gettext_lazy("attachments"))
+    def files(self, obj: Message) -> str:
+        """Each attached file as a chip (name, size, pages), with the text the model read folded under it, escaped."""
+        attached = list(obj.attachments.all())
+        if not attached:
+            return "-"
+        return format_html_join(
+            "",
+            '<details class="admin-attachment"><summary><span class="attachment-chip">{} · {}{}</span></summary>'
+            "<pre>{}</pre></details>",
+            (
+                (
+                    file.name,
+                    filesizeformat(file.size),
+                    f" · {ngettext('%(count)s page', '%(count)s pages', file.pages) % {'count': file.pages}}"
+                    if file.pages
+                    else "",
+                    file.text,
+                )
+                for file in attached
+            ),
+        )
 
     @admin.display(description=gettext_lazy("tool calls"))
     def calls(self, obj: Message) -> str:

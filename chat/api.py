@@ -15,15 +15,15 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext
-from ninja import Header, NinjaAPI, Status
+from ninja import File, Header, NinjaAPI, Status, UploadedFile
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 from redis.exceptions import RedisError
 
-from chat import apiauth, exports, fields, inputs, schemas, selectors, services, streams
-from chat.eventschema import ConversationDict
-from chat.models import ApiToken, Conversation
-from chat.serializers import conversation_to_dict, message_to_dict
+from chat import apiauth, attachments, exports, fields, inputs, schemas, selectors, services, streams
+from chat.eventschema import AttachmentDict, ConversationDict
+from chat.models import ApiToken, Attachment, Conversation
+from chat.serializers import attachment_to_dict, conversation_to_dict, message_to_dict
 
 
 class EdgeParser(Parser):
@@ -95,7 +95,7 @@ def _too_large(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 def service_status(exc: services.ServiceError) -> int:
     """HTTP status for a refused request: busy is a conflict, limits are 429, the rest bad requests."""
-    return {"busy": 409, "rate_limited": 429}.get(exc.code, 400)
+    return {"busy": 409, "rate_limited": 429, "attachment_too_large": 413, "attachment_in_use": 409}.get(exc.code, 400)
 
 
 def _refused(request: HttpRequest, exc: services.ServiceError) -> HttpResponse:
@@ -337,3 +337,65 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
         raise NotFound(gettext("No such token."))
     services.token_revoke(token=token)
     return HttpResponse(status=204)
+
+
+NO_FILE = File(None, description="The file, as one part of a multipart/form-data body.")
+
+
+def _own_file(request: HttpRequest, attachment_id: uuid.UUID) -> Attachment:
+    found = selectors.attachment_get(user=request.auth, attachment_id=attachment_id)
+    if found is None:
+        raise NotFound(gettext("No such file."))
+    return found
+
+
+@api.post(
+    "/attachments/",
+    response={201: AttachmentDict, **ERRORS, 413: schemas.Error},
+    tags=["attachments"],
+    openapi_extra={"requestBody": {"description": "multipart/form-data with one file in the field `file`"}},
+)
+def attachment_upload(request: HttpRequest, file: UploadedFile | None = NO_FILE) -> Status:
+    """Attach a file: its text is read now (text, code, CSV/JSON, PDF, .docx); send its id with a message.
+
+    Refused with a sentence naming the limit: `attachment_too_large` (413), `attachment_too_many_pages`,
+    `attachment_too_long`, `attachment_type`, `attachment_encrypted`, `attachment_broken`, `attachment_empty`.
+    """
+    if file is None:
+        raise services.ServiceError("attachment_missing", gettext("Send the file in the form field “file”."))
+    try:
+        attachments.check_size(file.size or 0)  # before reading it into memory
+    except attachments.Refused as exc:
+        raise services.ServiceError(exc.code, exc.detail) from exc
+    created = services.attachment_create(owner=request.auth, name=file.name or "", data=file.read())
+    return Status(201, attachment_to_dict(created))
+
+
+@api.delete(
+    "/attachments/{uuid:attachment_id}/", response={204: None, **ERRORS, 409: schemas.Error}, tags=["attachments"]
+)
+def attachment_delete(request: HttpRequest, attachment_id: uuid.UUID) -> HttpResponse:
+    """Remove a file attached but not sent yet (a sent one goes with its conversation)."""
+    services.attachment_delete(attachment=_own_file(request, attachment_id))
+    return HttpResponse(status=204)
+
+
+@api.get(
+    "/attachments/{uuid:attachment_id}/download/",
+    response={**ERRORS},
+    url_name="attachment_download",
+    tags=["attachments"],
+    openapi_extra={
+        "responses": {"200": {"description": "The file as it was uploaded, as an attachment (never shown inline)"}}
+    },
+)
+def attachment_download(request: HttpRequest, attachment_id: uuid.UUID) -> HttpResponse:
+    """Download one of your files: only its uploader may, and the browser saves it rather than opening it."""
+    found = _own_file(request, attachment_id)
+    with found.file.open("rb") as handle:
+        response = HttpResponse(handle.read(), content_type=found.content_type)
+    response["Content-Disposition"] = content_disposition_header(True, found.name)
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, no-store"
+    return response

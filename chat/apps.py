@@ -17,7 +17,14 @@ class ChatConfig(AppConfig):
     verbose_name = _("Chat")
 
     def ready(self) -> None:
-        """Connect the account receivers, and name the reply runner without importing it (chat.runner)."""
+        """Connect the receivers, and name the reply runner without importing it (chat.runner)."""
+        from django.db.models.signals import post_delete
+
         from chat import accounts  # noqa: F401 - imported for its signal receivers
+        from chat.models import Attachment
+        from chat.services import attachment_file_forget
+
+        # A signal, not a service step: cascades (a conversation, a user) delete attachments without asking.
+        post_delete.connect(attachment_file_forget, sender=Attachment, dispatch_uid="attachment_file_forget")
 
         runner.register(RUNNER)

@@ -6,6 +6,7 @@ import logging
 import weakref
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -14,7 +15,19 @@ from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from chat import accounts, events, frames, inputs, language, metrics, relay, selectors, services, socketcap
+from chat import (
+    accounts,
+    events,
+    frames,
+    inputs,
+    language,
+    metrics,
+    relay,
+    selectors,
+    services,
+    socketcap,
+    upstreamstatus,
+)
 from chat.models import Conversation
 from chatsite import logs
 
@@ -151,6 +164,17 @@ class RelayConsumer(AsyncWebsocketConsumer):
         elif event["session_key"] == self.session_key:
             await self.end(close_code=CLOSE_SIGNED_OUT, code="signed_out", detail=SIGNED_OUT_REASON)
 
+    async def send_service_status(self) -> None:
+        """Right after connecting, say DeepSeek is failing if it is: the page may have missed the change."""
+        status = await sync_to_async(upstreamstatus.current, thread_sensitive=False)()
+        if status.degraded:
+            event = events.service_status_event(status=status.status, code=status.code, since=status.since)
+            await self.send(text_data=events.frame_text(event))
+
+    async def service_status(self, event: dict[str, Any]) -> None:
+        """DeepSeek's site-wide status changed: the page shows or hides its banner."""
+        await self.send(text_data=events.frame_text(event))
+
 
 class ConversationConsumer(RelayConsumer):
     """`/ws/conversations/<id>/`: contract section 3."""
@@ -183,7 +207,9 @@ class ConversationConsumer(RelayConsumer):
         self.user_group = events.user_group(user.id)
         await self.join(self.group)
         await self.join(self.user_group)
+        await self.join(events.site_group())  # DeepSeek's status, for the page's banner
         await self.send_state()
+        await self.send_service_status()
 
     async def send_state(self) -> None:
         """Send `conversation.state`: the newest stored messages that fit a frame, plus the reply in flight."""
@@ -228,7 +254,12 @@ class ConversationConsumer(RelayConsumer):
             return
         match frame:
             case frames.MessageSend():
-                await self.call(services.message_send, content=frame.content, client_id=frame.client_id)
+                await self.call(
+                    services.message_send,
+                    content=frame.content,
+                    client_id=frame.client_id,
+                    attachments=frame.attachments,
+                )
             case frames.GenerationStop():
                 await self.call(services.reply_stop)
             case frames.MessageEdit():
@@ -282,6 +313,10 @@ class ConversationConsumer(RelayConsumer):
         """A tool answered or failed."""
         await self.send_json(event)
 
+    async def message_fallback(self, event: dict[str, Any]) -> None:
+        """The reply's model failed before its first byte; the fallback model answers it."""
+        await self.send_json(event)
+
     async def conversation_branched(self, event: dict[str, Any]) -> None:
         """Another branch is shown (an edit, a regeneration, a version chosen): send the state afresh."""
         await self.send_state()
@@ -294,16 +329,18 @@ class ConversationConsumer(RelayConsumer):
 
 
 class SidebarConsumer(RelayConsumer):
-    """`/ws/sidebar/`: the owner's conversation.updated / .deleted, for a page with none open."""
+    """`/ws/sidebar/`: the owner's conversation.updated / .deleted for a page with none open, and DeepSeek's status."""
 
     async def connect(self) -> None:
-        """Accept logged-in users only, and follow their own group."""
+        """Accept logged-in users only, and follow their own group and the site's."""
         if not await self.authenticated() or not await self.take_seat():
             return
         self.user_group = events.user_group(self.scope["user"].id)
         LIVE.add(self)
         self.count_open("sidebar")
         await self.join(self.user_group)
+        await self.join(events.site_group())  # DeepSeek's status, for the page's banner
+        await self.send_service_status()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Refuse frames: the sidebar socket only listens."""

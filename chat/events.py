@@ -7,6 +7,7 @@ reply writer as it goes. A group message's `type` is the event's type, so the co
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import uuid
@@ -87,6 +88,30 @@ def tool_call_event(*, message_id: uuid.UUID, call: dict[str, Any]) -> dict[str,
     }
 
 
+def message_fallback_on_commit(message: Message) -> None:
+    """A reply's model failed before its first byte and the fallback model answers it: every watcher says which."""
+    event = message_fallback_event(
+        message_id=message.id,
+        model=message.upstream_model,
+        fallback_from=message.fallback_from,
+        fallback_code=message.fallback_code,
+    )
+    _publish_on_commit(conversation_group(message.conversation_id), event)
+
+
+def message_fallback_event(
+    *, message_id: uuid.UUID, model: str, fallback_from: str, fallback_code: str
+) -> dict[str, Any]:
+    """A `message.fallback` event: the model now answering a reply, the one that failed, and its error code."""
+    return {
+        "type": "message.fallback",
+        "message_id": str(message_id),
+        "model": model,
+        "fallback_from": fallback_from,
+        "fallback_code": fallback_code,
+    }
+
+
 def conversation_branched_on_commit(conversation: Conversation) -> None:
     """The shown branch changed (edit, regenerate, another version chosen): watchers reload the state."""
     event = {"type": "conversation.branched", "conversation": conversation_to_dict(conversation)}
@@ -123,6 +148,24 @@ def reply_control_group(message_id: uuid.UUID) -> str:
 async def reply_stop(*, message_id: uuid.UUID) -> bool:
     """Tell the process that writes this reply to stop it (an internal event, never sent to a client)."""
     return await publish(reply_control_group(message_id), {"type": "reply.stop", "message_id": str(message_id)})
+
+
+def site_group() -> str:
+    """The group every page's socket joins (conversation and sidebar): news for the whole site."""
+    return "site"
+
+
+def service_status_event(*, status: str, code: str, since: dt.datetime | None = None) -> dict[str, Any]:
+    """A `service.status` event: DeepSeek's site-wide status (chat.upstreamstatus), the code the banner words."""
+    event: dict[str, Any] = {"type": "service.status", "status": status, "code": code}
+    if since is not None:
+        event["since"] = since.isoformat()
+    return event
+
+
+def service_status_send(*, status: str, code: str, since: dt.datetime | None = None) -> bool:
+    """DeepSeek's status changed: every open page shows or hides its banner (called after the reply's commit)."""
+    return async_to_sync(publish)(site_group(), service_status_event(status=status, code=code, since=since))
 
 
 def error_event(*, code: str, detail: str) -> dict[str, Any]:

@@ -70,6 +70,35 @@ class ToolCallDict(TypedDict):
     error: NotRequired[str]
 
 
+# Which model failed a reply before its first byte and why (an UpstreamError code), when DEEPSEEK_FALLBACK_MODEL
+# answered it instead (the message's `model`). Functional form: `from` is a Python keyword.
+FallbackDict = with_config(_STRICT)(TypedDict("FallbackDict", {"from": str, "code": str}))
+
+
+@with_config(_STRICT)
+class AttachmentDict(TypedDict):
+    """A file a user attached (chat.serializers.attachment_to_dict): `url` downloads it, for its owner only."""
+
+    id: UuidStr
+    name: str
+    size: Count
+    content_type: str
+    kind: Literal["text", "pdf", "docx"]
+    pages: Count | None
+    chars: Count
+    created_at: str
+    url: str
+
+
+@with_config(_STRICT)
+class FileCutDict(TypedDict):
+    """An attached file whose text was cut to fit a reply's context: how much of it the model read."""
+
+    name: str
+    chars: Count
+    kept: Count
+
+
 @with_config(_STRICT)
 class ConversationDict(TypedDict):
     """A conversation as clients see it (chat.serializers.conversation_to_dict)."""
@@ -91,8 +120,8 @@ class ConversationDict(TypedDict):
 class MessageDict(TypedDict):
     """A message as clients see it (chat.serializers.message_to_dict, selectors.messages_to_dicts).
 
-    `model`, `finish_reason`, `context_dropped`, `notice`, `time_to_first_token_ms` and `duration_ms`
-    come on replies only; `truncated` on a message cut to fit a socket frame (events.state_page).
+    `model`, `finish_reason`, `context_dropped`, `notice`, `time_to_first_token_ms`, `duration_ms` and
+    `fallback` come on replies only; `truncated` on a message cut to fit a socket frame (events.state_page).
     """
 
     id: UuidStr
@@ -114,6 +143,9 @@ class MessageDict(TypedDict):
     versions: NotRequired[list[UuidStr]]
     truncated: NotRequired[Literal[True]]
     tool_calls: NotRequired[list[ToolCallDict]]
+    fallback: NotRequired[FallbackDict]
+    attachments: NotRequired[list[AttachmentDict]]
+    files_cut: NotRequired[list[FileCutDict]]
 
 
 @with_config(_STRICT)
@@ -139,6 +171,8 @@ class CompletedMessageDict(TypedDict):
     versions: NotRequired[list[UuidStr]]
     truncated: NotRequired[Literal[True]]
     tool_calls: NotRequired[list[ToolCallDict]]
+    fallback: NotRequired[FallbackDict]
+    files_cut: NotRequired[list[FileCutDict]]
 
 
 @with_config(_STRICT)
@@ -258,6 +292,17 @@ class ToolCallFinishedEvent(TypedDict):
 
 
 @with_config(_STRICT)
+class MessageFallbackEvent(TypedDict):
+    """The reply's model failed before its first byte (an outage); `model` (DEEPSEEK_FALLBACK_MODEL) answers it."""
+
+    type: Literal["message.fallback"]
+    message_id: UuidStr
+    model: str
+    fallback_from: str
+    fallback_code: str
+
+
+@with_config(_STRICT)
 class SessionChangedEvent(TypedDict):
     """Internal, never sent to a client: a session ended (`session_key`), or all of the user's (None)."""
 
@@ -273,6 +318,19 @@ class ReplyStopEvent(TypedDict):
     message_id: UuidStr
 
 
+@with_config(_STRICT)
+class ServiceStatusEvent(TypedDict):
+    """DeepSeek's site-wide status changed (to every page): `degraded` while the last replies all failed upstream.
+
+    `code` is the newest failure's (chat.upstream codes; "" when `ok`); `since`, when those failures began.
+    """
+
+    type: Literal["service.status"]
+    status: Literal["ok", "degraded"]
+    code: str
+    since: NotRequired[str]
+
+
 Event = Annotated[
     ConversationStateEvent
     | MessageCreatedEvent
@@ -285,8 +343,10 @@ Event = Annotated[
     | ErrorEvent
     | ToolCallStartedEvent
     | ToolCallFinishedEvent
+    | MessageFallbackEvent
     | SessionChangedEvent
-    | ReplyStopEvent,
+    | ReplyStopEvent
+    | ServiceStatusEvent,
     Field(discriminator="type"),
 ]
 
@@ -304,8 +364,10 @@ EVENT_TYPES = frozenset(
         "error",
         "tool.call.started",
         "tool.call.finished",
+        "message.fallback",
         "session.changed",
         "reply.stop",
+        "service.status",
     }
 )
 CLIENT_EVENT_TYPES = EVENT_TYPES - {"session.changed", "conversation.branched", "reply.stop"}

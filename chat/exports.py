@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+from django.template.defaultfilters import filesizeformat
+
 from chat.models import Conversation
 from chat.selectors import conversation_detail
 
@@ -19,6 +21,13 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" if line else ">" for line in text.splitlines())
 
 
+def _file_line(file: dict[str, Any]) -> str:
+    """An attached file in the Markdown export: its name (code-quoted, so it cannot become markup), size, pages."""
+    pages = f", {file['pages']} pages" if file.get("pages") else ""
+    name = file["name"].replace("`", "'")
+    return f"`{name}` ({filesizeformat(file['size'])}{pages})".replace("\xa0", " ")
+
+
 def conversation_markdown(*, conversation: Conversation) -> str:
     """The transcript as Markdown: a heading per turn, reasoning quoted, usage under each reply."""
     detail: dict[str, Any] = conversation_detail(conversation=conversation)
@@ -30,6 +39,11 @@ def conversation_markdown(*, conversation: Conversation) -> str:
     ]
     for message in detail["messages"]:
         lines += ["## You" if message["role"] == "user" else "## DeepSeek", ""]
+        if message.get("fallback"):
+            fallback = message["fallback"]
+            lines += [f"*(answered by {message['model']}: {fallback['from']} failed, {fallback['code']})*", ""]
+        if message.get("attachments"):
+            lines += ["**Attached:** " + ", ".join(_file_line(file) for file in message["attachments"]), ""]
         if message.get("reasoning"):
             lines += ["> **Reasoning**", ">", _quote(message["reasoning"]), ""]
         if message["content"] or not message.get("tool_calls"):

@@ -144,6 +144,25 @@ def _message_id(value: Any) -> uuid.UUID | None:
         return None
 
 
+def _attachment_ids(value: Any) -> list[uuid.UUID]:
+    """The files a message carries, as ids of the sender's uploads; a string that is no id finds nothing."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise refuse("invalid_field", gettext("The attachments must be a list of file ids, as strings."))
+    if len(value) > settings.CHAT_ATTACHMENTS_PER_MESSAGE:
+        from chat.attachments import too_many_detail
+
+        raise refuse("too_many_attachments", too_many_detail())
+    ids = []
+    for item in value:
+        try:
+            ids.append(uuid.UUID(item))
+        except ValueError:
+            ids.append(uuid.UUID(int=0))  # no file has it: refused as not found, like any unknown id
+    return ids
+
+
 def _client_id(value: Any) -> str:
     """The client's own tag for a message (absent is none), kept to the column's 100 characters."""
     if value is None:
@@ -202,6 +221,11 @@ ReasoningEffort = Annotated[str, BeforeValidator(_effort), Field(json_schema_ext
 Content = Annotated[str, BeforeValidator(content), Field(min_length=1)]
 MessageId = Annotated[uuid.UUID | None, BeforeValidator(_message_id)]
 ClientId = Annotated[str, BeforeValidator(_client_id), Field(max_length=100)]
+AttachmentIds = Annotated[
+    list[uuid.UUID],
+    BeforeValidator(_attachment_ids),
+    Field(description="Ids of the caller's uploaded files (POST /api/attachments/) this message carries."),
+]
 SearchText = Annotated[
     str, BeforeValidator(_search), Field(description="Only those whose title or a message holds it.")
 ]

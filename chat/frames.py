@@ -34,6 +34,7 @@ class MessageSend(_Frame):
     type: Literal["message.send"]
     content: fields.Content = Field(default=None, validate_default=True)
     client_id: fields.ClientId = Field(default=None, validate_default=True)
+    attachments: fields.AttachmentIds = Field(default=None, validate_default=True)
 
 
 class GenerationStop(_Frame):

@@ -311,6 +311,9 @@ class Outcome:
     # The last round's tool calls (what a /v1 reply asks its client to run), and the steps the chat's tools ran.
     tool_calls: toolcalls.ToolCallBuilder = field(default_factory=toolcalls.ToolCallBuilder)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    # The model that failed before the first byte and the one that answered instead (DEEPSEEK_FALLBACK_MODEL).
+    fallback_from: str = ""
+    fallback_to: str = ""
 
     def add_usage(self, usage: dict[str, int]) -> None:
         """Count a round's tokens: a reply that ran tools made several requests, each billed."""
@@ -367,7 +370,13 @@ async def _pump(context: prompt.ReplyContext, writer: DeltaWriter, outcome: Outc
             if routes and round_number == settings.CHAT_TOOL_MAX_STEPS:
                 request = replace(request, options={**request.options, "tool_choice": "none"})
             calls = outcome.tool_calls = toolcalls.ToolCallBuilder()
-            content, reasoning = await _stream_round(request, writer, outcome, calls)
+            try:
+                content, reasoning = await _stream_round(request, writer, outcome, calls)
+            except upstream.UpstreamError as exc:
+                if round_number or not _may_fall_back(exc, request.model, writer, outcome):
+                    raise
+                request = await _fall_back(request, exc, writer.message_id, outcome)  # later rounds keep it
+                content, reasoning = await _stream_round(request, writer, outcome, calls)
             if not routes or outcome.finish_reason != "tool_calls" or not calls:
                 return
             asked = calls.calls()
@@ -392,6 +401,32 @@ async def _pump(context: prompt.ReplyContext, writer: DeltaWriter, outcome: Outc
         outcome.error_detail = exc.detail
     finally:
         await sessions.aclose()
+
+
+def _may_fall_back(exc: upstream.UpstreamError, model: str, writer: DeltaWriter, outcome: Outcome) -> bool:
+    """Whether a failed first round is tried on DEEPSEEK_FALLBACK_MODEL: an outage, nothing shown yet, another model."""
+    fallback = settings.DEEPSEEK_FALLBACK_MODEL
+    return (
+        bool(fallback)
+        and fallback != model
+        and exc.code in upstream.OUTAGE_CODES
+        and outcome.first_token_at is None
+        and writer.seq == 0
+    )
+
+
+async def _fall_back(
+    request: upstream.ReplyRequest, exc: upstream.UpstreamError, message_id: uuid.UUID, outcome: Outcome
+) -> upstream.ReplyRequest:
+    """The request on DEEPSEEK_FALLBACK_MODEL, stored on the reply and told to its watchers before any text of it."""
+    model = settings.DEEPSEEK_FALLBACK_MODEL
+    logger.warning("%s failed before its first byte (%s); trying %s", request.model, exc.code, model)
+    outcome.model = outcome.fallback_to = model  # set first: a stop during the write below still ends it so
+    outcome.fallback_from = request.model
+    await database_sync_to_async(services.reply_fallback)(
+        message_id=message_id, model=model, failed_model=request.model, code=exc.code
+    )
+    return replace(request, model=model)
 
 
 async def _run_tool(
@@ -580,6 +615,10 @@ async def _run_reply(run: ReplyRun) -> None:
         duration=time.monotonic() - started_at,
         completion_tokens=outcome.usage.get("completion_tokens", 0),
     )
+    if outcome.fallback_from:
+        metrics.FALLBACKS.labels(
+            from_model=outcome.fallback_from, to_model=outcome.fallback_to, outcome=outcome.status
+        ).inc()
     await database_sync_to_async(services.reply_finish)(
         message_id=run.message_id,
         status=outcome.status,
@@ -595,6 +634,7 @@ async def _run_reply(run: ReplyRun) -> None:
         ),
         duration_ms=int((time.monotonic() - started_at) * 1000),
         context_dropped=context.context_dropped,
+        files_cut=list(context.files_cut),
         tool_calls=outcome.stored_calls(),
     )
     try:

@@ -14,6 +14,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chat import upstreamstatus
+
 
 def _timed(check: Any) -> dict[str, Any]:
     started = time.monotonic()
@@ -40,13 +42,24 @@ def _redis() -> None:
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """200 when the database and Redis (if configured) answer, else 503; never says more than what failed."""
+    """200 when the database and Redis (if configured) answer, else 503; never says more than what failed.
+
+    `upstream` says whether DeepSeek's last replies failed (chat.upstreamstatus); it does not change the answer's code.
+    """
     checks = {"database": _timed(_database)}
     if settings.REDIS_URL:
         checks["redis"] = _timed(_redis)
     healthy = all(check["ok"] for check in checks.values())
+    # DeepSeek's status as the pages show it: information only, never this answer's code (not read when the
+    # cache's Redis is down, which would only add its timeout).
+    upstream = upstreamstatus.current() if healthy else upstreamstatus.Status(upstreamstatus.UNKNOWN)
     return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+        {
+            "status": "ok" if healthy else "unavailable",
+            "checks": checks,
+            "upstream": {"status": upstream.status, "code": upstream.code},
+        },
+        status=200 if healthy else 503,
     )
 
 

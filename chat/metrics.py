@@ -31,6 +31,11 @@ DELTAS_PUBLISHED = Counter("chat_deltas_published_total", "Deltas written by thi
 DELTAS_RELAYED = Counter("chat_deltas_relayed_total", "Deltas sent to clients by this process", ["transport"])
 LAYER_SEND_FAILURES = Counter("chat_channel_layer_send_failures_total", "Channel-layer sends that failed")
 TOOL_CALLS = Counter("chat_tool_calls_total", "MCP tool calls run by reply writers, by outcome", ["outcome"])
+FALLBACKS = Counter(
+    "chat_upstream_fallbacks_total",
+    "Replies whose model failed before the first byte and went to DEEPSEEK_FALLBACK_MODEL, by final status",
+    ["from_model", "to_model", "outcome"],
+)
 
 
 def reply_ended(

@@ -139,6 +139,12 @@ class Message(models.Model):
     # result came back, its `output`: kept on the message so every page, export and review shows them at no
     # extra query.
     tool_calls = models.JSONField(default=list, blank=True, verbose_name=_("tool calls"))
+    # Set when the conversation's model kept failing before its first byte and DEEPSEEK_FALLBACK_MODEL
+    # answered instead (upstream_model): which model failed, and the upstream error code that made it fail.
+    fallback_from = models.CharField(max_length=100, blank=True, verbose_name=_("fallback from"))
+    fallback_code = models.CharField(max_length=64, blank=True, verbose_name=_("fallback reason"))
+    # Attached files whose text was cut to fit the context window of this reply: [{name, chars, kept}].
+    files_cut = models.JSONField(default=list, blank=True, verbose_name=_("files cut"))
     created_at = models.DateTimeField(db_index=True, verbose_name=_("created at"))
 
     objects = MessageQuerySet.as_manager()
@@ -340,6 +346,65 @@ class McpServer(models.Model):
         verbose_name = _("MCP server")
         verbose_name_plural = _("MCP servers")
         ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def attachment_path(attachment: Attachment, filename: str) -> str:
+    """Where a file is stored: under its owner, by its own id, never by the name a user chose."""
+    return f"attachments/{attachment.owner_id}/{attachment.id}"
+
+
+class AttachmentQuerySet(models.QuerySet["Attachment"]):
+    """Reads on attachments."""
+
+    def owned_by(self, user: AbstractBaseUser) -> AttachmentQuerySet:
+        """Only the files this user uploaded: another user's answer as unknown."""
+        return self.filter(owner=user)
+
+    def unsent(self) -> AttachmentQuerySet:
+        """Uploaded files not (yet) on any message."""
+        return self.filter(message__isnull=True)
+
+
+class Attachment(models.Model):
+    """A file a user attached to a message: stored through Django's storage, its text read once at upload."""
+
+    class Kind(models.TextChoices):
+        TEXT = "text", _("text")
+        PDF = "pdf", _("PDF")
+        DOCX = "docx", _("Word document")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="attachments", verbose_name=_("owner")
+    )
+    # Null until the message that carries it is sent; the file goes with its message (and conversation).
+    message = models.ForeignKey(
+        Message,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="attachments",
+        verbose_name=_("message"),
+    )
+    file = models.FileField(upload_to=attachment_path, max_length=300, verbose_name=_("file"))
+    name = models.CharField(max_length=255, verbose_name=_("name"))
+    content_type = models.CharField(max_length=100, verbose_name=_("content type"))
+    kind = models.CharField(max_length=8, choices=Kind.choices, verbose_name=_("kind"))
+    size = models.PositiveIntegerField(verbose_name=_("size"))
+    pages = models.PositiveIntegerField(null=True, blank=True, verbose_name=_("pages"))
+    # The text the model reads, extracted once when the file arrives.
+    text = models.TextField(blank=True, verbose_name=_("text"))
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True, verbose_name=_("created at"))
+
+    objects = AttachmentQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("attachment")
+        verbose_name_plural = _("attachments")
+        ordering = ["created_at"]
 
     def __str__(self) -> str:
         return self.name

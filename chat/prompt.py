@@ -13,8 +13,8 @@ from typing import Any
 
 from django.conf import settings
 
-from chat import selectors, titles, toolcalls
-from chat.models import Conversation, Message, Preferences
+from chat import attachments, selectors, titles, toolcalls
+from chat.models import Attachment, Conversation, Message, Preferences
 from chat.upstream import ReplyRequest
 
 
@@ -27,6 +27,8 @@ class ReplyContext:
     request: ReplyRequest
     context_dropped: int = 0
     tools: tuple[selectors.ChatTool, ...] = ()
+    # Files of the message answered whose text was cut to fit the context: [{name, chars, kept}].
+    files_cut: tuple[dict[str, Any], ...] = ()
 
 
 def estimate_tokens(text: str) -> int:
@@ -87,7 +89,35 @@ def _as_sent(message: Message, *, thinking: bool) -> list[dict[str, Any]]:
     return [sent, *results, *after]
 
 
-def _alternating_history(messages: list[Message], *, thinking: bool = False) -> list[dict[str, Any]]:
+def _with_files(message: Message, cuts: dict[uuid.UUID, int]) -> str:
+    """A user message as the model reads it: each attached file's text in a block naming it, then the message."""
+    if message.role != Message.Role.USER:
+        return message.content
+    blocks = []
+    for file in message.attachments.all():
+        kept = cuts.get(file.id)
+        text = file.text if kept is None else file.text[:kept]
+        blocks.append(attachments.context_block(file, text, cut_from=None if kept is None else len(file.text)))
+    return "\n\n".join([*blocks, message.content]) if blocks else message.content
+
+
+def _cuts(files: list[Attachment], over: int) -> dict[uuid.UUID, int]:
+    """How many characters of each file to keep so that `over` estimated tokens go: the largest files cut first."""
+    cuts: dict[uuid.UUID, int] = {}
+    for file in sorted(files, key=lambda f: len(f.text), reverse=True):
+        if over <= 0:
+            break
+        tokens = estimate_tokens(file.text)
+        share = min(1.0, (over * 1.02 + 16) / tokens)  # a little more: the estimate is per character on average
+        kept = max(0, int(len(file.text) * (1 - share)))
+        cuts[file.id] = kept
+        over -= tokens - estimate_tokens(file.text[:kept])
+    return cuts
+
+
+def _alternating_history(
+    messages: list[Message], *, thinking: bool = False, cuts: dict[uuid.UUID, int] | None = None
+) -> list[dict[str, Any]]:
     """User and assistant turns in strict alternation, starting with the user, tool calls kept with their results.
 
     Replies that produced no text (and asked for no tool) are left out, and turns of one role in a row
@@ -101,10 +131,11 @@ def _alternating_history(messages: list[Message], *, thinking: bool = False) -> 
             continue
         if message.role == Message.Role.ASSISTANT and not message.content.strip():
             continue
+        content = _with_files(message, cuts or {})
         if history and history[-1]["role"] == message.role and not history[-1].get("tool_calls"):
-            history[-1]["content"] += "\n\n" + message.content
+            history[-1]["content"] += "\n\n" + content
         else:
-            history.append({"role": message.role, "content": message.content})
+            history.append({"role": message.role, "content": content})
     while history and history[0]["role"] != Message.Role.USER:
         history.pop(0)
     last_user = max((i for i, m in enumerate(history) if m["role"] == Message.Role.USER), default=-1)
@@ -128,7 +159,8 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     except Message.DoesNotExist:
         return None
     conversation = reply.conversation
-    earlier = list(conversation.messages.shown().filter(created_at__lt=reply.created_at))
+    shown = conversation.messages.shown().prefetch_related("attachments")
+    earlier = list(shown.filter(created_at__lt=reply.created_at))
     system: list[dict[str, Any]] = []
     if conversation.api_token_id is None:  # a /v1 call brings its own system messages
         preferences = Preferences.objects.filter(user_id=conversation.owner_id)
@@ -138,7 +170,17 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
     if conversation.system_prompt.strip():
         system.append({"role": "system", "content": conversation.system_prompt})
     history = _alternating_history(earlier, thinking=conversation.thinking)
-    dropped = _fit_context(system, history, settings.CHAT_CONTEXT_TOKENS)
+    budget = settings.CHAT_CONTEXT_TOKENS
+    dropped = _fit_context(system, history, budget)
+    files_cut: list[dict[str, Any]] = []
+    over = sum(_size(m) for m in system + history) - budget
+    asked = next((m for m in reversed(earlier) if m.id == reply.parent_id), None)
+    if over > 0 and asked is not None and (files := list(asked.attachments.all())):
+        # Even alone, the message answered is too long: its files are cut (the user is told), not the message.
+        cuts = _cuts(files, over)
+        files_cut = [{"name": f.name, "chars": len(f.text), "kept": cuts[f.id]} for f in files if f.id in cuts]
+        history = _alternating_history(earlier, thinking=conversation.thinking, cuts=cuts)
+        dropped = _fit_context(system, history, budget)
     options = _options(conversation, reply)
     # A page or /api/ conversation with tools on is offered the tools staff allowed (a /v1 call brings its own).
     tools = tuple(selectors.chat_tools()) if conversation.tools_enabled and conversation.api_token_id is None else ()
@@ -155,6 +197,7 @@ def reply_context(*, message_id: uuid.UUID) -> ReplyContext | None:
         ),
         context_dropped=dropped,
         tools=tools,
+        files_cut=tuple(files_cut),
     )
 
 

@@ -94,8 +94,10 @@ def conversations_csv(*, conversations: QuerySet[Conversation]) -> str:
 def conversations_json(*, conversations: QuerySet[Conversation]) -> str:
     """These conversations with every message (all branches) and the review fields, as JSON."""
     data = []
-    # Two queries whatever the number of conversations: theirs (with owner and reviewer), then all their messages.
-    every_message = Prefetch("messages", queryset=Message.objects.order_by("created_at"))
+    # Three queries whatever the number of conversations: theirs (with owner and reviewer), their messages, files.
+    every_message = Prefetch(
+        "messages", queryset=Message.objects.order_by("created_at").prefetch_related("attachments")
+    )
     for conversation in conversations.select_related("owner", "reviewed_by").prefetch_related(every_message):
         item = conversation_to_dict(conversation)
         item.update(

@@ -51,6 +51,7 @@ class MessageIn(Schema):
 
     content: fields.Content = Field(default=None, validate_default=True)
     client_id: fields.ClientId = ""
+    attachments: fields.AttachmentIds = Field(default=None, validate_default=True)
 
 
 class ConversationStart(BaseModel):
@@ -60,6 +61,7 @@ class ConversationStart(BaseModel):
     thinking: fields.Thinking = True
     reasoning_effort: fields.ReasoningEffort = ""
     content: fields.Content = Field(default=None, validate_default=True)
+    attachments: fields.AttachmentIds = Field(default=None, validate_default=True)
 
 
 def _token_name(value: Any) -> str:

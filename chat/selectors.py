@@ -14,7 +14,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from chat import events
-from chat.models import Conversation, McpServer, Message, UsageRecord
+from chat.models import Attachment, Conversation, McpServer, Message, UsageRecord
 from chat.serializers import conversation_to_dict, message_to_dict
 from chat.streamstate import get_store
 
@@ -40,9 +40,14 @@ def conversation_get(*, user: AbstractBaseUser, conversation_id: uuid.UUID | str
         return None
 
 
+def attachment_get(*, user: AbstractBaseUser, attachment_id: uuid.UUID) -> Attachment | None:
+    """One of the user's files; another user's answers as unknown."""
+    return Attachment.objects.owned_by(user).filter(id=attachment_id).first()
+
+
 def message_list(*, conversation: Conversation) -> list[Message]:
     """A conversation's transcript as shown (its current branch), oldest first."""
-    return list(conversation.messages.shown())
+    return list(conversation.messages.shown().prefetch_related("attachments"))
 
 
 def versions(*, conversation: Conversation, messages: list[Message]) -> dict[uuid.UUID, list[str]]:
@@ -193,3 +198,15 @@ def chat_tools() -> list[ChatTool]:
                     auth_header=server.auth_header,
                 )
     return list(tools.values())
+
+
+def attachments_unsent(*, user: AbstractBaseUser, ids: list[str]) -> list[Attachment]:
+    """The user's uploaded, unsent files among these ids (a refused home form shows them again), in their order."""
+    wanted = []
+    for value in ids:
+        try:
+            wanted.append(uuid.UUID(str(value)))
+        except ValueError:
+            continue  # not an id: nothing to show
+    found = {a.id: a for a in Attachment.objects.owned_by(user).unsent().filter(id__in=wanted)}
+    return [found[i] for i in dict.fromkeys(wanted) if i in found]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from chat.eventschema import ConversationDict, MessageDict
-from chat.models import Conversation, Message
+from django.urls import reverse
+
+from chat.eventschema import AttachmentDict, ConversationDict, MessageDict
+from chat.models import Attachment, Conversation, Message
 
 FINISH_NOTICES = {
     "length": "The reply reached the maximum length and was cut short.",
@@ -23,6 +25,21 @@ def message_notices(message: Message) -> list[str]:
     if message.finish_reason in FINISH_NOTICES:
         notices.append(FINISH_NOTICES[message.finish_reason])
     return notices
+
+
+def attachment_to_dict(attachment: Attachment) -> AttachmentDict:
+    """A file as clients see it: its name, size and what was read of it; `url` downloads it (owner only)."""
+    return {
+        "id": str(attachment.id),
+        "name": attachment.name,
+        "size": attachment.size,
+        "content_type": attachment.content_type,
+        "kind": attachment.kind,
+        "pages": attachment.pages,
+        "chars": len(attachment.text),
+        "created_at": attachment.created_at.isoformat(),
+        "url": reverse("chat:api:attachment_download", kwargs={"attachment_id": attachment.id}),
+    }
 
 
 def conversation_to_dict(conversation: Conversation) -> ConversationDict:
@@ -66,8 +83,16 @@ def message_to_dict(message: Message) -> MessageDict:
             data["time_to_first_token_ms"] = message.time_to_first_token_ms
         if message.duration_ms is not None:
             data["duration_ms"] = message.duration_ms
+        if message.fallback_from:
+            data["fallback"] = {"from": message.fallback_from, "code": message.fallback_code}
     if message.tool_calls:
         data["tool_calls"] = message.tool_calls
+    if message.role == Message.Role.USER:
+        files = list(message.attachments.all())  # prefetched where many messages are listed (selectors)
+        if files:
+            data["attachments"] = [attachment_to_dict(file) for file in files]
+    elif message.files_cut:
+        data["files_cut"] = message.files_cut
     if message.client_id:
         data["client_id"] = message.client_id
     if message.usage is not None:

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +18,23 @@ from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, prefetch_related_objects
 from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy
 
-from chat import contentrules, events, limits, runner, titles
-from chat.models import ApiToken, Conversation, McpServer, Message, Preferences, UsageRecord, WordList
+from chat import attachments, contentrules, events, limits, runner, titles, upstreamstatus
+from chat.models import (
+    ApiToken,
+    Attachment,
+    Conversation,
+    McpServer,
+    Message,
+    Preferences,
+    UsageRecord,
+    WordList,
+)
 from chat.streamstate import get_store
 
 if TYPE_CHECKING:
@@ -186,6 +196,25 @@ def _hide_from(conversation: Conversation, message: Message) -> None:
     conversation.messages.filter(active=True, created_at__gte=message.created_at).update(active=False)
 
 
+def _copy_files(*, source: Message, target: Message) -> None:
+    """An edited message keeps the files of the one it replaces: new rows on the same stored files."""
+    copies = [
+        Attachment(
+            owner_id=a.owner_id,
+            message=target,
+            file=a.file.name,
+            name=a.name,
+            content_type=a.content_type,
+            kind=a.kind,
+            size=a.size,
+            pages=a.pages,
+            text=a.text,
+        )
+        for a in source.attachments.all()
+    ]
+    Attachment.objects.bulk_create(copies)
+
+
 def message_edit(
     *, conversation: Conversation, message_id: uuid.UUID | None, content: str, client_id: str = ""
 ) -> Message:
@@ -210,6 +239,7 @@ def message_edit(
                 client_id=client_id,
                 created_at=timezone.now(),
             )
+            _copy_files(source=original, target=edited)
             reply = _reply_start(conversation=conversation, parent=edited)
             conversation.save(update_fields=["updated_at"])
             _flag_for_words(conversation_id=conversation.id, text=text, whose="the user's edited message")
@@ -385,14 +415,21 @@ def _stored_reasoning(*, owner: AbstractBaseUser, turns: list[Turn]) -> dict[int
     return found
 
 
-def message_send(*, conversation: Conversation, content: str, client_id: str = "") -> tuple[Message, Message]:
-    """Store the user's message and start the reply; refused with `busy` while a reply is written."""
+def message_send(
+    *,
+    conversation: Conversation,
+    content: str,
+    client_id: str = "",
+    attachments: Sequence[uuid.UUID] = (),
+) -> tuple[Message, Message]:
+    """Store the user's message and the files it carries, and start the reply; `busy` while one is written."""
     text = _refuse_words(content)
     now = timezone.now()
     try:
         with transaction.atomic():
             _lock_for_reply(conversation)
             _check_limits(user_id=conversation.owner_id)
+            files = _unsent_files(owner_id=conversation.owner_id, ids=attachments)
             user_message = Message.objects.create(
                 conversation=conversation,
                 parent=conversation.messages.shown().last(),
@@ -401,6 +438,10 @@ def message_send(*, conversation: Conversation, content: str, client_id: str = "
                 client_id=client_id,
                 created_at=now,
             )
+            if files:
+                Attachment.objects.filter(id__in=[f.id for f in files]).update(message=user_message)
+            # Read now, while synchronous: async callers (the API, streams) serialise the message after.
+            prefetch_related_objects([user_message], "attachments")
             reply = _reply_start(conversation=conversation, parent=user_message)
             if not conversation.title:
                 conversation.title = titles.automatic(text)
@@ -451,6 +492,7 @@ def reply_finish(
     time_to_first_token_ms: int | None = None,
     duration_ms: int | None = None,
     context_dropped: int = 0,
+    files_cut: list[dict[str, Any]] | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
 ) -> Message | None:
     """End a reply once: store its final text and outcome, then tell every watcher."""
@@ -481,6 +523,7 @@ def reply_finish(
         reply.time_to_first_token_ms = time_to_first_token_ms
         reply.duration_ms = duration_ms
         reply.context_dropped = context_dropped
+        reply.files_cut = files_cut or []
         if tool_calls:
             reply.tool_calls = tool_calls
         reply.save()
@@ -489,7 +532,25 @@ def reply_finish(
         _flag_for_words(conversation_id=reply.conversation_id, text=content, whose="a reply")
         Conversation.objects.filter(id=reply.conversation_id).update(updated_at=timezone.now())
         events.message_completed_on_commit(reply)
+        transaction.on_commit(lambda: upstream_outcome_record(status=status, error_code=error_code))
     return reply
+
+
+def upstream_outcome_record(*, status: str, error_code: str) -> None:
+    """Count an ended reply towards DeepSeek's site-wide status; when that changes, every open page is told.
+
+    Only replies that reached DeepSeek count (none while the simulator answers); a stop, a refused request or a
+    failure of this site says nothing of DeepSeek. Never raises: the reply is stored already.
+    """
+    code = upstreamstatus.counted_code(status=status, error_code=error_code)
+    if code is None or not settings.DEEPSEEK_API_KEY:
+        return
+    try:
+        changed = upstreamstatus.record(code=code)
+        if changed is not None:
+            events.service_status_send(status=changed.status, code=changed.code, since=changed.since)
+    except Exception:
+        logger.warning("could not record or announce DeepSeek's status", exc_info=True)
 
 
 def reply_tool_step(*, message_id: uuid.UUID, call: dict[str, Any]) -> bool:
@@ -508,6 +569,24 @@ def reply_tool_step(*, message_id: uuid.UUID, call: dict[str, Any]) -> bool:
         reply.tool_calls = calls
         reply.save(update_fields=["tool_calls"])
         events.tool_call_on_commit(reply, call)
+    return True
+
+
+def reply_fallback(*, message_id: uuid.UUID, model: str, failed_model: str, code: str) -> bool:
+    """Note on a reply being written that `model` answers it because `failed_model` failed (`code`), then tell watchers.
+
+    Stored on the reply, so a late tab, a reload, the API and exports say which model answered and why.
+    Returns False when the reply is no longer being written (stopped, deleted).
+    """
+    with transaction.atomic():
+        reply = Message.objects.select_for_update().filter(id=message_id, status=Message.Status.STREAMING).first()
+        if reply is None:
+            return False
+        reply.upstream_model = model
+        reply.fallback_from = failed_model
+        reply.fallback_code = code
+        reply.save(update_fields=["upstream_model", "fallback_from", "fallback_code"])
+        events.message_fallback_on_commit(reply)
     return True
 
 
@@ -574,20 +653,107 @@ def custom_instructions_set(*, user: AbstractBaseUser, text: str) -> None:
 
 
 def conversation_start(
-    *, owner: AbstractBaseUser, model: str = "", thinking: bool = True, reasoning_effort: str = "", content: str
+    *,
+    owner: AbstractBaseUser,
+    model: str = "",
+    thinking: bool = True,
+    reasoning_effort: str = "",
+    content: str,
+    attachments: Sequence[uuid.UUID] = (),
 ) -> Conversation:
     """A conversation made with its first message in one transaction: a refused message leaves nothing behind."""
     with transaction.atomic():
         conversation = conversation_create(owner=owner, model=model, thinking=thinking)
         if reasoning_effort:
             conversation_update(conversation=conversation, changes={"reasoning_effort": reasoning_effort})
-        message_send(conversation=conversation, content=content)
+        message_send(conversation=conversation, content=content, attachments=attachments)
     return conversation
 
 
 TOKEN_PREFIX = "dsc_"
 # How stale a token's `last_used_at` may get: one write a minute per token, not one per request.
 TOKEN_LAST_USED_EVERY = timedelta(seconds=60)
+
+
+def _unsent_files(*, owner_id: int, ids: Sequence[uuid.UUID]) -> list[Attachment]:
+    """Inside a transaction: the owner's uploaded files not yet sent, locked, in the order given; refused otherwise."""
+    wanted = list(dict.fromkeys(ids))
+    if not wanted:
+        return []
+    if len(wanted) > settings.CHAT_ATTACHMENTS_PER_MESSAGE:
+        raise ServiceError("too_many_attachments", attachments.too_many_detail())
+    found = {a.id: a for a in Attachment.objects.select_for_update().filter(owner_id=owner_id, id__in=wanted).unsent()}
+    if len(found) != len(wanted):
+        raise ServiceError(
+            "attachment_not_found",
+            gettext("An attached file is gone or was already sent; attach it again."),
+        )
+    return [found[i] for i in wanted]
+
+
+def attachment_create(*, owner: AbstractBaseUser, name: str, data: bytes) -> Attachment:
+    """Read an uploaded file's text and store the file; refused (naming the limit) when the site will not take it."""
+    attachments_forget_unsent(owner_id=owner.pk)
+    waiting = Attachment.objects.owned_by(owner).unsent().count()
+    if waiting >= settings.CHAT_ATTACHMENTS_PER_MESSAGE * 4:
+        raise ServiceError(
+            "too_many_attachments",
+            gettext("You have %(count)s files attached but not sent; send or remove some first.") % {"count": waiting},
+        )
+    clean = attachments.clean_name(name)
+    try:
+        reading = attachments.read(name=clean, data=data)
+    except attachments.Refused as exc:
+        raise ServiceError(exc.code, exc.detail) from exc
+    attachment = Attachment(
+        owner=owner,
+        name=clean,
+        content_type=reading.content_type,
+        kind=reading.kind,
+        size=len(data),
+        pages=reading.pages,
+        text=reading.text,
+    )
+    attachment.file.save(clean, ContentFile(data), save=False)  # the storage names it by id (attachment_path)
+    try:
+        attachment.save()
+    except BaseException:
+        attachment.file.delete(save=False)
+        raise
+    return attachment
+
+
+def attachment_delete(*, attachment: Attachment) -> None:
+    """Remove a file attached to the composer but not sent; a sent file goes with its message."""
+    if attachment.message_id is not None:
+        raise ServiceError(
+            "attachment_in_use", gettext("This file was sent with a message; delete the conversation to remove it.")
+        )
+    attachment.delete()
+
+
+def attachments_forget_unsent(*, owner_id: int | None = None) -> int:
+    """Delete uploaded files never sent within CHAT_ATTACHMENT_UNSENT_HOURS (one user's, or everyone's)."""
+    cutoff = timezone.now() - timedelta(hours=settings.CHAT_ATTACHMENT_UNSENT_HOURS)
+    stale = Attachment.objects.unsent().filter(created_at__lt=cutoff)
+    if owner_id is not None:
+        stale = stale.filter(owner_id=owner_id)
+    count, _ = stale.delete()
+    return count
+
+
+def attachment_file_forget(sender: type[Attachment], instance: Attachment, **kwargs: Any) -> None:
+    """After the commit that deleted an attachment (by any cascade), delete its stored file unless a copy uses it."""
+    name, storage = instance.file.name, instance.file.storage
+
+    def forget() -> None:
+        if name and not Attachment.objects.filter(file=name).exists():
+            try:
+                storage.delete(name)
+            except OSError:
+                logger.warning("could not delete an attachment's file", exc_info=True)
+
+    transaction.on_commit(forget)
 
 
 def token_digest(plain: str) -> str:

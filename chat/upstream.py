@@ -83,6 +83,10 @@ STATUS_ERRORS: dict[int, tuple[str, str]] = {
     503: ("unavailable", "DeepSeek is overloaded or unavailable right now; try again in a few minutes"),
 }
 
+# The failures of an outage rather than of the request (5xx, and no connection at all): after the retries,
+# a reply failing with one of these before its first text may be tried on DEEPSEEK_FALLBACK_MODEL.
+OUTAGE_CODES = frozenset({"unavailable", "connection_failed"})
+
 
 def error_from_exception(exc: BaseException, *, started: bool) -> UpstreamError:
     """Name what went wrong in one plain sentence; `started` says whether any text had arrived."""

@@ -19,7 +19,22 @@ from django.views import csrf, defaults
 from django.views.decorators.http import require_http_methods, require_POST
 from pydantic import TypeAdapter, ValidationError
 
-from chat import api, apiauth, apidoc, compat, fields, inputs, language, schemas, selectors, services, signin
+from chat import (
+    api,
+    apiauth,
+    apidoc,
+    attachments,
+    compat,
+    fields,
+    inputs,
+    language,
+    schemas,
+    selectors,
+    serializers,
+    services,
+    signin,
+)
+from chat.eventschema import AttachmentDict
 from chat.models import Conversation, Preferences
 
 
@@ -119,10 +134,31 @@ def _chat_page(
             }
             if conversation is not None
             else None,
-            "home_config": {"maxChars": settings.CHAT_MAX_MESSAGE_CHARS},
+            "home_config": {
+                "maxChars": settings.CHAT_MAX_MESSAGE_CHARS,
+                "attachments": _draft_files(request, draft),
+            },
+            "attachment_limits": _attachment_limits(),
         },
         status=status,
     )
+
+
+def _draft_files(request: HttpRequest, draft: dict[str, object] | None) -> list[AttachmentDict]:
+    """The files of a refused home form that are still the user's to send, to show as chips again."""
+    ids = (draft or {}).get("attachments") or []
+    if not isinstance(ids, list) or not ids:
+        return []
+    return [serializers.attachment_to_dict(file) for file in selectors.attachments_unsent(user=request.user, ids=ids)]
+
+
+def _attachment_limits() -> dict[str, object]:
+    """What the composer checks before a file leaves the browser: the limits the server enforces again."""
+    return {
+        "max_bytes": settings.CHAT_ATTACHMENT_MAX_BYTES,
+        "max_files": settings.CHAT_ATTACHMENTS_PER_MESSAGE,
+        "accept": attachments.ACCEPT,
+    }
 
 
 @login_required
@@ -134,6 +170,7 @@ def conversation_new(request: HttpRequest) -> HttpResponse:
         "thinking": request.POST.get("thinking") == "on",
         "reasoning_effort": request.POST.get("reasoning_effort", ""),
         "content": request.POST.get("content", ""),
+        "attachments": request.POST.getlist("attachments"),
     }
     try:
         start = schemas.ConversationStart.model_validate(choices)

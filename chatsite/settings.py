@@ -11,6 +11,7 @@ How values are read (django-environ, through the one `env` below):
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -278,6 +279,30 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# Attached files go through Django's storage API: the local MEDIA_ROOT by default, or any storage class,
+# such as django-storages' S3 one (`storages.backends.s3.S3Storage`, options as a JSON object: DEPLOY.md).
+# They are only ever served by chat.api's download route, which checks the owner (never from MEDIA_URL).
+MEDIA_ROOT = Path(env_str("CHAT_MEDIA_ROOT", str(BASE_DIR / "media")))
+
+
+def _json_object(name: str) -> dict[str, Any]:
+    """A setting written as a JSON object (`{"bucket_name": "chat"}`), empty when unset."""
+    value = json.loads(env_str(name) or "{}")
+    if not isinstance(value, dict):
+        raise ValueError(name)
+    return value
+
+
+STORAGES = {
+    "default": {
+        "BACKEND": env_str("CHAT_FILE_STORAGE", "django.core.files.storage.FileSystemStorage"),
+        "OPTIONS": _checked(
+            "CHAT_FILE_STORAGE_OPTIONS", "a JSON object", lambda: _json_object("CHAT_FILE_STORAGE_OPTIONS")
+        ),
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
@@ -347,6 +372,13 @@ DEEPSEEK_MAX_OUTPUT_TOKENS = env_int("DEEPSEEK_MAX_OUTPUT_TOKENS", 65536)
 # Retries happen only before the first byte (429, 5xx, connection errors), within this much waiting.
 DEEPSEEK_RETRY_BUDGET_SECONDS = env_float("DEEPSEEK_RETRY_BUDGET_SECONDS", 20)
 DEEPSEEK_RETRY_BASE_SECONDS = env_float("DEEPSEEK_RETRY_BASE_SECONDS", 1.0)
+# When a reply's model still fails before its first byte after those retries (5xx, connection errors: an outage),
+# the reply is tried once on this model instead (any model id DeepSeek serves). Empty: off.
+DEEPSEEK_FALLBACK_MODEL = env_str("DEEPSEEK_FALLBACK_MODEL")
+# DeepSeek's status on every page (chat/upstreamstatus.py): a banner once this many replies in a row, site-wide,
+# failed for DeepSeek's reasons, the last of them within the window; one reply that succeeds clears it (0: no banner).
+DEEPSEEK_STATUS_FAILURES = env_int("DEEPSEEK_STATUS_FAILURES", 3)
+DEEPSEEK_STATUS_WINDOW_SECONDS = env_float("DEEPSEEK_STATUS_WINDOW_SECONDS", 600)
 
 # Chat behaviour.
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 32000)
@@ -370,6 +402,13 @@ CHAT_CONTEXT_TOKENS = env_int("CHAT_CONTEXT_TOKENS", 100000)
 CHAT_TOOL_MAX_STEPS = env_int("CHAT_TOOL_MAX_STEPS", 8)
 CHAT_TOOL_TIMEOUT_SECONDS = env_float("CHAT_TOOL_TIMEOUT_SECONDS", 30)
 CHAT_TOOL_MAX_RESULT_CHARS = env_int("CHAT_TOOL_MAX_RESULT_CHARS", 20000)
+# Attachments: a file's size, a PDF's pages, the characters of text read from one file, files per message,
+# and the hours an uploaded file that was never sent is kept (the purge command deletes it after).
+CHAT_ATTACHMENT_MAX_BYTES = env_int("CHAT_ATTACHMENT_MAX_BYTES", 10 * 1024 * 1024)
+CHAT_ATTACHMENT_MAX_PAGES = env_int("CHAT_ATTACHMENT_MAX_PAGES", 200)
+CHAT_ATTACHMENT_MAX_CHARS = env_int("CHAT_ATTACHMENT_MAX_CHARS", 200000)
+CHAT_ATTACHMENTS_PER_MESSAGE = env_int("CHAT_ATTACHMENTS_PER_MESSAGE", 5)
+CHAT_ATTACHMENT_UNSENT_HOURS = env_int("CHAT_ATTACHMENT_UNSENT_HOURS", 24)
 # Bearer token Prometheus sends to /metrics; unset, /metrics answers 404.
 CHAT_METRICS_TOKEN = env_str("CHAT_METRICS_TOKEN")
 # Browser origins allowed to call /v1/ (CORS), comma-separated (`https://app.example.com`), or `*`;

@@ -29,8 +29,9 @@ ORIGIN = "http://localhost"
 
 
 @pytest.fixture(autouse=True)
-def _fast_replies(settings: Any) -> Iterator[None]:
-    """Fast simulator and coalescing, a fresh in-process store, and no key unless a test sets one."""
+def _fast_replies(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fast simulator and coalescing, a fresh in-process store, no key unless a test sets one, files in tmp."""
+    settings.MEDIA_ROOT = str(tmp_path_factory.getbasetemp() / "media")
     settings.CHAT_SIMULATOR_TOKEN_SECONDS = 0.002
     settings.DEEPSEEK_API_KEY = ""
     settings.CHAT_TITLE_MODEL = ""  # no title call after first replies, unless a test asks for one
@@ -53,12 +54,14 @@ def fake_upstream_server() -> Iterator[FakeUpstreamServer]:
 
 
 @pytest.fixture
-def fake_upstream(settings: Any, fake_upstream_server: FakeUpstreamServer) -> FakeUpstreamServer:
-    """Point the site at the fake DeepSeek; `requests` holds only this test's requests."""
+def fake_upstream(settings: Any, fake_upstream_server: FakeUpstreamServer) -> Iterator[FakeUpstreamServer]:
+    """Point the site at the fake DeepSeek; `requests` holds only this test's requests, and no model is down."""
     settings.DEEPSEEK_API_KEY = "sk-test"
     settings.DEEPSEEK_BASE_URL = fake_upstream_server.base_url
     fake_upstream_server.requests.clear()
-    return fake_upstream_server
+    fake_upstream_server.down.clear()
+    yield fake_upstream_server
+    fake_upstream_server.down.clear()
 
 
 def redis_available(url: str = TEST_REDIS_URL) -> bool:
@@ -170,8 +173,10 @@ def live_site(tmp_path, fake_upstream_server: FakeUpstreamServer) -> Iterator[Li
         env={"DEEPSEEK_API_KEY": "sk-e2e", "DEEPSEEK_BASE_URL": fake_upstream_server.base_url},
     )
     fake_upstream_server.requests.clear()
+    fake_upstream_server.down.clear()
     yield site
     site.stop()
+    fake_upstream_server.down.clear()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,12 @@ Function calling and structured output, as DeepSeek V4 does them in OpenAI's cha
 
 The retired model ids answer 400, as DeepSeek does since 2026-07-24.
 
+An outage is the server's, not a message's: `FakeUpstream.down` (also `FakeUpstreamServer.down`) maps a model
+id to how every request for it fails, whatever its directive: an HTTP status (`503`, DeepSeek overloaded;
+any status, `429` or `400` too) or `0`, the connection dropped without an answer (a connection error). Other
+models answer as usual; the requests are recorded all the same (`status 503`, `dropped`), so a test asserts
+which models were asked, and in what order. The fixtures empty it for each test.
+
 Every request is recorded with how it ended (`complete`, `disconnected`, ...), so tests can assert
 what DeepSeek would have seen: the history sent, the thinking mode, and a client that hung up.
 """
@@ -262,6 +268,8 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.attempts: dict[str, int] = {}
+        # Models that are down for every request: an HTTP status to answer, or 0 to drop the connection.
+        self.down: dict[str, int] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -285,6 +293,10 @@ class FakeUpstream:
         record = Recorded(body=body, headers={k.decode(): v.decode() for k, v in scope["headers"]})
         self.requests.append(record)
         script = Script.from_body(body)
+        outage = self.down.get(str(body.get("model")))
+        if outage is not None:
+            await self._outage(send, receive, outage, record)
+            return
         if body.get("model") in RETIRED_MODELS:
             record.outcome = "status 400"
             record.ended.set()
@@ -366,6 +378,21 @@ class FakeUpstream:
         if script.echo is not None:
             return [{"content": part} for part in pieces_of(script.echo)], script.finish, script.tokens, True
         return [{"content": f"w{i} "} for i in range(script.tokens)], script.finish, script.tokens, True
+
+    async def _outage(self, send: Any, receive: Any, status: int, record: Recorded) -> None:
+        """A model that is down: its HTTP error, or (0) the connection closed before any byte of an answer."""
+        if status:
+            record.outcome = f"status {status}"
+            record.ended.set()
+            await self._json(send, status, {"error": {"message": f"fake outage {status}", "type": "fake"}})
+            return
+        record.outcome = "dropped"
+        record.ended.set()
+        # uvicorn hands the app its request cycle's bound `send`; aborting that cycle's transport closes the
+        # socket with no response at all, which the client reads as a connection error (not a 5xx).
+        send.__self__.transport.abort()
+        async with asyncio.timeout(5):
+            await self._watch_disconnect(receive)
 
     @staticmethod
     async def _watch_disconnect(receive: Any) -> None:
@@ -487,6 +514,11 @@ class FakeUpstreamServer:
     def requests(self) -> list[Recorded]:
         """Every request so far."""
         return self.app.requests
+
+    @property
+    def down(self) -> dict[str, int]:
+        """The models that are down (see the module's docstring): edit it to start or end an outage."""
+        return self.app.down
 
     def start(self) -> FakeUpstreamServer:
         """Serve, and return once the port answers."""

@@ -99,6 +99,8 @@ class LiveSite:
             "CHAT_SIGNUPS_PER_ADDRESS": "100000",
             # No title call after first replies (tests count the fake's requests); tests of titles set it.
             "CHAT_TITLE_MODEL": "off",
+            # Attached files stay with the test, not in the checkout's media/.
+            "CHAT_MEDIA_ROOT": str(tmp_path / "media"),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }

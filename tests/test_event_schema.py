@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from django.db import connection
+from django.utils import timezone
 
 from chat import events, eventschema, generation, selectors, services, streamstate, v1
 from chat.eventschema import EventSchemaError, validate
@@ -97,6 +98,19 @@ GOOD = {
         "message_id": ID,
         "call": {"id": "call_1", "name": "add", "arguments": "{}", "output": "5"},
     },
+    "message.fallback": {
+        "type": "message.fallback",
+        "message_id": ID,
+        "model": "deepseek-v4-flash",
+        "fallback_from": "deepseek-v4-pro",
+        "fallback_code": "unavailable",
+    },
+    "service.status": {
+        "type": "service.status",
+        "status": "degraded",
+        "code": "unavailable",
+        "since": "2025-01-01T00:00:00+00:00",
+    },
 }
 
 
@@ -172,6 +186,10 @@ def test_every_builder_makes_a_valid_event(user: Any, conversation: Conversation
     call = {"id": "call_1", "name": "add", "arguments": '{"a": 2, "b": 3}'}
     for step in (call, {**call, "output": "5"}, {**call, "error": "The tool did not answer in time."}):
         services.reply_tool_step(message_id=streaming.id, call=step)
+    # Its model failed before the first byte: the fallback model answers it (the message then carries `fallback`).
+    services.reply_fallback(
+        message_id=streaming.id, model="deepseek-v4-pro", failed_model="deepseek-v4-flash", code="unavailable"
+    )
     # The state with the reply in flight: before its first delta (seq 0), then with a snapshot.
     state = _state(conversation)
     assert state["streaming"]["seq"] == 0
@@ -196,6 +214,9 @@ def test_every_builder_makes_a_valid_event(user: Any, conversation: Conversation
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(events, "publish", _recorder(stops))
         async_to_sync(events.reply_stop)(message_id=streaming.id)
+        # DeepSeek's status as the failures begin and end (chat.upstreamstatus), to every page.
+        events.service_status_send(status="degraded", code="unavailable", since=timezone.now())
+        events.service_status_send(status="ok", code="")
     built += stops
 
     kinds = {event["type"] for event in built}
@@ -305,6 +326,8 @@ def test_an_unknown_key_in_a_nested_message_is_refused():
         ("messages.older", ["messages"], None, "messages"),
         ("error", ["detail"], "", "detail"),
         ("session.changed", ["session_key"], 5, "session_key"),
+        ("message.fallback", ["fallback_code"], None, "fallback_code"),
+        ("service.status", ["status"], "down", "status"),
     ],
 )
 def test_a_wrong_type_is_refused(kind: str, path: list[str | int], value: Any, field: str):
@@ -346,6 +369,13 @@ def test_a_missing_field_in_a_message_is_refused():
     event = copy.deepcopy(GOOD["message.completed"])
     del event["message"]["content"], event["message"]["reasoning"]
     validate(event)
+
+
+def test_a_message_fallback_is_two_named_fields():
+    message = {**MESSAGE, "fallback": {"from": "deepseek-v4-pro", "code": "unavailable"}}
+    validate({"type": "message.created", "message": message})
+    wrong = {**MESSAGE, "fallback": {"form": "deepseek-v4-pro", "code": "unavailable"}}
+    assert "'message.fallback.form' is not in the shape" in refusal({"type": "message.created", "message": wrong})
 
 
 def test_branched_with_only_conversation_id_is_refused():

@@ -15,7 +15,10 @@ logger = logging.getLogger(__name__)
 class Command(BaseCommand):
     """The command; its help says what it does."""
 
-    help = "Delete conversations (and messages; the usage ledger keeps their tokens) not updated for over --days days."
+    help = (
+        "Delete conversations (with their messages and files; the usage ledger keeps their tokens) not updated "
+        "for over --days days, and files uploaded but never sent."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--days", type=int, required=True, help="keep conversations updated within this many days")
@@ -29,3 +32,7 @@ class Command(BaseCommand):
         verb = "would delete" if dry_run else "deleted"
         logger.info("retention: %s %d conversations older than %d days", verb, count, days)
         self.stdout.write(f"{verb.capitalize()} {count} conversation(s) not updated for {days} days.")
+        if not dry_run:
+            # Their files went with them; files uploaded but never sent go after CHAT_ATTACHMENT_UNSENT_HOURS.
+            unsent = services.attachments_forget_unsent()
+            self.stdout.write(f"Deleted {unsent} attached file(s) never sent.")

@@ -1,10 +1,12 @@
 // The chat page: one socket per open conversation, the transcript, the composer and the sidebar.
 
 import { apiFetch } from "./api.js";
+import { AttachmentTray } from "./attachments.js";
 import { gettext, interpolate, pageLanguage } from "./i18n.js";
 import { watchComposition } from "./keys.js";
 import { showLength, tooLongText } from "./length.js";
 import { regroup, removeConversation, setUpSearch, showConversation } from "./sidebar.js";
+import { answered, showServiceStatus } from "./servicestatus.js";
 import { ReconnectingSocket } from "./socket.js";
 import { Transcript } from "./transcript.js";
 import { refreshUserUsage } from "./usage.js";
@@ -33,7 +35,21 @@ const systemPrompt = document.getElementById("system-prompt");
 const systemPromptInput = document.getElementById("system-prompt-input");
 const systemPromptToggle = document.getElementById("system-prompt-toggle");
 const counter = document.getElementById("composer-count");
+// Files ride with the next message: each uploads when it is added, and sending waits for the uploads.
+const tray = new AttachmentTray({
+  list: document.getElementById("composer-files"),
+  picker: document.getElementById("attach"),
+  input: document.getElementById("attach-input"),
+  pasteTarget: input,
+  dropHint: document.getElementById("drop-hint"),
+  limits: JSON.parse(document.getElementById("attachment-limits").textContent),
+  onChange() {
+    if (!tray.busy) clearNoticeAbout("files");
+    refreshCount();
+  },
+});
 let pendingClientId = null;
+let pendingFiles = null; // the chips sent with the pending message, cleared once it is stored
 let deletingHere = false;
 let leaving = false;
 // Leave the page once: the DELETE's answer and the socket's conversation.deleted both come, in either order,
@@ -95,12 +111,17 @@ const handlers = {
   "conversation.state": (event) => {
     transcript.reset(event);
     applyConversation(event.conversation);
+    // Sent just before a resync: stored all the same, so the composer empties as its message.created would.
+    const sent = pendingClientId && event.messages.find((message) => message.client_id === pendingClientId);
+    if (sent) handlers["message.created"]({ message: sent });
   },
   "message.created": (event) => {
     transcript.add(event.message);
     if (event.message.client_id && event.message.client_id === pendingClientId) {
       input.value = "";
       pendingClientId = null;
+      if (pendingFiles) tray.clear(pendingFiles);
+      pendingFiles = null;
       autosize();
     }
   },
@@ -108,11 +129,14 @@ const handlers = {
   "message.delta": (event) => transcript.delta(event),
   "tool.call.started": (event) => transcript.toolCall(event),
   "tool.call.finished": (event) => transcript.toolCall(event),
+  "message.fallback": (event) => transcript.fallback(event),
   "message.completed": (event) => {
     transcript.completed(event);
+    answered(event);
     refreshUserUsage();
   },
   "conversation.updated": (event) => applyConversation(event.conversation),
+  "service.status": (event) => showServiceStatus(event),
   "conversation.deleted": (event) => {
     removeConversation(event.conversation.id);
     if (event.conversation.id === config.id) {
@@ -123,6 +147,7 @@ const handlers = {
   },
   error: (event) => {
     pendingClientId = null;
+    pendingFiles = null;
     showNotice(event.detail, event.code === "busy" ? "busy" : null);
   },
 };
@@ -147,12 +172,20 @@ function send() {
     showNotice(tooLongText(content.length, config.maxChars), "length");
     return;
   }
+  if (tray.busy) {
+    showNotice(gettext("Wait for the files to finish uploading, then send."), "files");
+    return;
+  }
   pendingClientId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
-  if (!socket.send({ type: "message.send", content, client_id: pendingClientId })) {
+  const frame = { type: "message.send", content, client_id: pendingClientId };
+  const files = tray.snapshot();
+  if (tray.ids.length) frame.attachments = tray.ids;
+  if (!socket.send(frame)) {
     showNotice(gettext("Not connected; the message was not sent. Reconnecting…"), "connection");
     pendingClientId = null;
     return;
   }
+  pendingFiles = files;
   showNotice("");
 }
 
@@ -165,6 +198,7 @@ function refreshCount() {
     limit: config.maxChars,
     report: (text) => (text ? showNotice(text, "length") : clearNoticeAbout("length")),
   });
+  if (tray.busy) sendButton.disabled = true; // the files' uploads first
 }
 
 function autosize() {

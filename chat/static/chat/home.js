@@ -2,9 +2,11 @@
 // the sidebar follows the user's other devices.
 
 import { apiFetch } from "./api.js";
+import { AttachmentTray } from "./attachments.js";
 import { watchComposition } from "./keys.js";
 import { showLength } from "./length.js";
 import { regroup, removeConversation, setUpSearch, showConversation } from "./sidebar.js";
+import { showServiceStatus } from "./servicestatus.js";
 import { ReconnectingSocket } from "./socket.js";
 import { refreshUserUsage } from "./usage.js";
 
@@ -16,8 +18,30 @@ const counter = document.getElementById("home-count");
 const refusal = () => document.getElementById("home-refusal");
 let sending = false;
 
+// Files go with the first message: each uploads when added; the form carries their ids as `attachments`.
+const tray = new AttachmentTray({
+  list: document.getElementById("home-files"),
+  picker: document.getElementById("home-attach"),
+  input: document.getElementById("home-attach-input"),
+  pasteTarget: input,
+  dropHint: document.getElementById("drop-hint"),
+  limits: JSON.parse(document.getElementById("attachment-limits").textContent),
+  onChange() {
+    form.querySelectorAll("input[name=attachments]").forEach((field) => field.remove());
+    for (const id of tray.ids) {
+      const field = document.createElement("input");
+      field.type = "hidden";
+      field.name = "attachments";
+      field.value = id;
+      form.append(field);
+    }
+    refreshCount();
+  },
+});
+
+/** Over the length limit, or files still uploading: the form waits (true when it must). */
 function refreshCount() {
-  return showLength({
+  const over = showLength({
     input,
     counter,
     send,
@@ -38,6 +62,8 @@ function refreshCount() {
       }
     },
   });
+  if (tray.busy) send.disabled = true;
+  return over || tray.busy;
 }
 
 // The effort only matters when DeepSeek thinks.
@@ -56,9 +82,13 @@ input.addEventListener("keydown", (event) => {
   form.requestSubmit();
 });
 form.addEventListener("submit", (event) => {
-  if (refreshCount()) event.preventDefault();
+  if (refreshCount()) {
+    event.preventDefault();
+    sending = false;
+  }
 });
 input.addEventListener("input", refreshCount);
+tray.restore(config.attachments); // the files of a form the server refused, still uploaded
 refreshCount();
 input.focus();
 input.setSelectionRange(input.value.length, input.value.length);
@@ -71,6 +101,7 @@ new ReconnectingSocket("/ws/sidebar/", {
   onEvent(event) {
     if (event.type === "conversation.updated") showConversation(event.conversation, null);
     if (event.type === "conversation.deleted") removeConversation(event.conversation.id);
+    if (event.type === "service.status") showServiceStatus(event);
   },
   onStatus() {},
 });

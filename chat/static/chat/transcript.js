@@ -2,6 +2,7 @@
 // Replies render as sanitised Markdown (markdown.js), re-rendered at most once a frame while they
 // stream; the user's own text is shown as typed.
 
+import { showMessageFiles } from "./attachments.js";
 import { gettext, interpolate, pageLanguage } from "./i18n.js";
 import { watchComposition } from "./keys.js";
 import { copyWithFeedback, renderMarkdown } from "./markdown.js";
@@ -25,6 +26,19 @@ const REPLY_ERRORS = {
   upstream_error: gettext("DeepSeek reported an error in the middle of the reply."),
   internal_error: gettext("The reply failed because of an unexpected error on this site."),
 };
+
+// Which model answered a reply whose own model failed before its first byte, and why, by the failure's code.
+const FALLBACK_REASONS = {
+  unavailable: gettext("Answered by %(model)s: %(failed)s was unavailable."),
+  connection_failed: gettext("Answered by %(model)s: %(failed)s could not be reached."),
+};
+
+/** The sentence under a reply's header when another model answered it, or "" (model names are text, never HTML). */
+function fallbackSentence(message) {
+  if (!message.fallback) return "";
+  const format = FALLBACK_REASONS[message.fallback.code] || gettext("Answered by %(model)s instead of %(failed)s.");
+  return interpolate(format, { model: message.model || "", failed: message.fallback.from });
+}
 
 function replyError(error) {
   if (pageLanguage().startsWith("en")) return error.detail;
@@ -188,6 +202,9 @@ export class Transcript {
       header.append(" ", stamp);
     }
     article.append(header);
+    const fallback = el("p", "reply-fallback");
+    fallback.hidden = true;
+    article.append(fallback);
     const details = el("details", "reasoning");
     const summary = el("summary", "", gettext("Reasoning"));
     details.append(summary);
@@ -200,7 +217,7 @@ export class Transcript {
     const meta = el("footer", "meta");
     const tools = el("div", "msg-actions");
     article.append(details, content, calls, meta, tools);
-    return { article, content, reasoning, details, summary, calls, meta, tools, seq: 0, data: { ...message } };
+    return { article, content, reasoning, details, summary, calls, meta, tools, fallback, seq: 0, data: { ...message } };
   }
 
   delta(event) {
@@ -211,6 +228,15 @@ export class Transcript {
     if (event.reasoning) view.data.reasoning += event.reasoning;
     this.paint(view);
     this.scroll();
+  }
+
+  /** The reply's model failed before its first byte: say which model answers it instead, and why. */
+  fallback(event) {
+    const view = this.views.get(event.message_id);
+    if (!view) return;
+    view.data.model = event.model;
+    view.data.fallback = { from: event.fallback_from, code: event.fallback_code };
+    this.paint(view);
   }
 
   completed(event) {
@@ -299,6 +325,34 @@ export class Transcript {
     }
   }
 
+  /** The files a message carries: chips under its text, each downloading its file. */
+  /** Attached files whose text was cut to fit this reply's context: the user is told how much the model read. */
+  paintFilesCut(view, cuts) {
+    view.article.querySelectorAll(".files-cut-note").forEach((node) => node.remove());
+    for (const cut of cuts) {
+      const text = interpolate(
+        gettext("%(name)s was too long for the context and was cut: the model read %(kept)s of its %(chars)s characters."),
+        { name: cut.name, kept: cut.kept.toLocaleString(), chars: cut.chars.toLocaleString() },
+      );
+      const note = el("p", "reply-notice", text);
+      note.classList.add("files-cut-note");
+      view.article.append(note);
+    }
+  }
+
+  paintFiles(view) {
+    const files = view.data.attachments || [];
+    const key = JSON.stringify(files);
+    if (view.filesKey === key || (!view.files && files.length === 0)) return;
+    view.filesKey = key;
+    if (!view.files) {
+      view.files = el("ul", "msg-files");
+      view.files.setAttribute("aria-label", gettext("Attached files"));
+      view.content.after(view.files);
+    }
+    showMessageFiles(view.files, files);
+  }
+
   tick() {
     for (const view of this.views.values()) {
       if (!view.details.hidden) view.summary.textContent = this.thinkingLabel(view);
@@ -322,6 +376,10 @@ export class Transcript {
       view.summary.textContent = this.thinkingLabel(view);
     }
     this.paintCalls(view);
+    this.paintFiles(view);
+    const answeredBy = fallbackSentence(data);
+    view.fallback.textContent = answeredBy;
+    view.fallback.hidden = !answeredBy;
     const notes = [];
     if (data.role === "assistant") {
       if (data.status === "streaming" && !data.content && !data.reasoning) notes.push(gettext("waiting for DeepSeek…"));
@@ -341,6 +399,7 @@ export class Transcript {
     } else if (notice) {
       notice.remove();
     }
+    this.paintFilesCut(view, data.files_cut || []);
     const cut = view.article.querySelector(".truncated-note");
     if (data.truncated && !cut) {
       const text = gettext("Too long to show here in full: Export .md or .json above has all of it.");

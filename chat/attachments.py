@@ -45,13 +45,15 @@ CONTENT_TYPES = {
 
 
 class Refused(Exception):
-    """A file the site will not take, with a code for programs and a sentence naming the limit."""
+    """A file the site will not take, with a code for programs and a sentence naming the limit.
 
-    def __init__(self, code: str, detail: str, *, status: int = 400) -> None:
+    Its HTTP status comes from its code, where every refusal's does (chat.api.service_status).
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,6 @@ def check_size(size: int) -> None:
         raise Refused(
             "attachment_too_large",
             gettext("This file is %(size)s; files of at most %(limit)s can be attached.") % _sizes(size, limit),
-            status=413,
         )
     if size == 0:
         raise Refused("attachment_empty", gettext("This file is empty."))

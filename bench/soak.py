@@ -214,6 +214,15 @@ def _tcp_sockets() -> dict[int, tuple[int, int, str]]:
     return sockets
 
 
+def _unix_sockets() -> set[int]:
+    """The inodes of every Unix socket of this network namespace."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return set()
+    return {int(line.split()[6]) for line in lines if len(line.split()) > 6}
+
+
 def fd_breakdown(
     pid: int, *, ports: dict[str, int], db_path: Path | None, db_port: int
 ) -> tuple[dict[str, int], list[int]]:
@@ -243,11 +252,14 @@ def fd_breakdown(
         else:
             kinds["file"] += 1
     tcp = _tcp_sockets()
+    unix = _unix_sockets()
     by_port = {port: name for name, port in ports.items()}
     for inode in inodes:
         found = tcp.get(inode)
         if found is None:
-            kinds["socket_unix_or_other"] += 1
+            # Not in the TCP tables: a Unix socket, or a TCP socket already closed by the kernel whose file
+            # object Python has not let go of yet (kept by an exception or a reference cycle).
+            kinds["socket_unix" if inode in unix else "socket_closed_or_other"] += 1
             continue
         local, remote, state = found
         if state == "0A":
@@ -1304,14 +1316,12 @@ class Soak:
             ("subscriptions_and_sockets_back", ("subscriptions", "sockets")),
         ):
             found = [d for d in differences if d["figure"] in keys]
-            checks.append(
-                {
-                    "name": name,
-                    "ok": not found,
-                    "detail": "; ".join(f"{d['where']} {d['figure']}: {d['before']} -> {d['after']}" for d in found)
-                    or "back to the baseline",
-                }
-            )
+            detail = "; ".join(f"{d['where']} {d['figure']}: {d['before']} -> {d['after']}" for d in found)
+            if found and name == "fds_back":  # which kinds of descriptor stayed, so a failure explains itself
+                detail += "; moved: " + "; ".join(
+                    f"{d['where']} {_moved_kinds(before, after, d['where'])}" for d in found
+                )
+            checks.append({"name": name, "ok": not found, "detail": detail or "back to the baseline"})
         before_names = set((before.get("redis") or {}).get("channel_names", []))
         after_names = set((after.get("redis") or {}).get("channel_names", []))
         leaked = Counter(_channel_pattern(n) for n in after_names - before_names)
@@ -1769,6 +1779,14 @@ def baseline_differences(before: dict[str, Any], after: dict[str, Any]) -> list[
     return found
 
 
+def _moved_kinds(before: dict[str, Any], after: dict[str, Any], slot: str) -> dict[str, tuple[int, int]]:
+    """A process's kinds of descriptor whose count differs between two idle readings: (before, after)."""
+    a = (before["processes"].get(slot) or {}).get("fd_kinds", {})
+    b = (after["processes"].get(slot) or {}).get("fd_kinds", {})
+    moved = {k: (a.get(k, 0), b.get(k, 0)) for k in sorted(set(a) | set(b))}
+    return {k: v for k, v in moved.items() if v[0] != v[1]}
+
+
 def _least(readings: list[dict[str, Any]]) -> dict[str, Any]:
     """The last reading, with each process's counts (and Redis' channels) the least of the readings given."""
     last = readings[-1]
@@ -2111,11 +2129,7 @@ def print_summary(results: dict[str, Any]) -> None:
         print(f"pubsub channels left over, by kind: {results['leaked_pubsub_channels']}")
         print(f"  e.g. {results['leaked_pubsub_examples'][:5]}")
     for slot in ("A", "B"):
-        a = results["baseline"]["before"]["processes"].get(slot) or {}
-        b = results["baseline"]["after"]["processes"].get(slot) or {}
-        kinds = sorted(set(a.get("fd_kinds", {})) | set(b.get("fd_kinds", {})))
-        moved = {k: (a.get("fd_kinds", {}).get(k, 0), b.get("fd_kinds", {}).get(k, 0)) for k in kinds}
-        moved = {k: v for k, v in moved.items() if v[0] != v[1]}
+        moved = _moved_kinds(results["baseline"]["before"], results["baseline"]["after"], slot)
         if moved:
             print(f"{slot} descriptors that moved (before, after): {moved}")
     stayers = results["stayers"]

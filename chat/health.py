@@ -6,7 +6,6 @@ import hmac
 import time
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -14,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from chat import upstreamstatus
+from chat import redisconn, upstreamstatus
 
 
 def _timed(check: Any) -> dict[str, Any]:
@@ -32,7 +31,7 @@ def _database() -> None:
 
 
 def _redis() -> None:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    client = redisconn.sync_client(socket_connect_timeout=2, socket_timeout=2)
     try:
         client.ping()
     finally:

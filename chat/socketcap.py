@@ -16,6 +16,8 @@ import weakref
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from chat import redisconn
+
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 90.0
@@ -45,7 +47,7 @@ def _client() -> aioredis.Redis:
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        client = aioredis.Redis.from_url(settings.REDIS_URL, health_check_interval=30)
+        client = redisconn.async_client(health_check_interval=30)
         _clients[loop] = client
     return client
 

@@ -28,6 +28,8 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
+from chat import redisconn
+
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_TTL_SECONDS = 3600
@@ -200,7 +202,7 @@ class RedisStreamStore:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-            client = aioredis.Redis.from_url(self._url, decode_responses=True, health_check_interval=30)
+            client = redisconn.async_client(self._url, decode_responses=True, health_check_interval=30)
             self._clients[loop] = client
         return client
 
@@ -228,7 +230,7 @@ class RedisStreamStore:
     def _sync_client(self) -> redis.Redis:
         """A client for sync code and the heartbeat thread; with timeouts, so a hung Redis stalls no beat forever."""
         if self._sync is None:
-            self._sync = redis.Redis.from_url(
+            self._sync = redisconn.sync_client(
                 self._url, decode_responses=True, socket_connect_timeout=2, socket_timeout=5
             )
         return self._sync

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from chat.redisconn import layer_host, sentinel_hosts
 from chatsite.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -307,12 +308,18 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
 REDIS_URL = env_str("REDIS_URL")
+# Redis Sentinel (chat/redisconn.py): `host:port,...` of the sentinels, which name the primary of
+# REDIS_SENTINEL_MASTER to every use of Redis. REDIS_URL then only carries the database number and password
+# (its host is not used); unset, it defaults to database 0 without a password.
+REDIS_SENTINELS = _checked(
+    "REDIS_SENTINELS", "host:port,host:port,...", lambda: sentinel_hosts(env_str("REDIS_SENTINELS"))
+)
+REDIS_SENTINEL_MASTER = env_str("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_SENTINEL_PASSWORD = env_str("REDIS_SENTINEL_PASSWORD")
+if REDIS_SENTINELS and not REDIS_URL:
+    REDIS_URL = f"redis://{REDIS_SENTINEL_MASTER}/0"
 if REDIS_URL:
-    # redis-py 8 reads with a 5 s socket timeout by default, the same 5 s channels_redis blocks for in
-    # BZPOPMIN: an idle process's receive then times out and kills a socket every 5 s. Read longer.
-    _LAYER_HOST = {"address": REDIS_URL, "socket_timeout": 30}
-    if not REDIS_URL.startswith("unix:"):  # a Unix-socket connection refuses socket_keepalive (TypeError)
-        _LAYER_HOST["socket_keepalive"] = True
+    _LAYER_HOST = layer_host(REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER, REDIS_SENTINEL_PASSWORD)
     # Redis pub/sub by default: a delta is one PUBLISH, and each process reads many per round trip;
     # channels_redis' list-based core layer pops one message per round trip per process, which fell
     # behind by seconds at 20 streams x 2 tabs (docs/BENCHMARKS.md). CHAT_CHANNEL_LAYER=core keeps it.
@@ -327,7 +334,13 @@ if REDIS_URL:
         CHANNEL_LAYERS = {
             "default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [_LAYER_HOST]}}
         }
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "OPTIONS": {"pool_class": "chat.redisconn.CachePool"},
+        }
+    }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import sqlite3
 import subprocess
@@ -58,6 +59,91 @@ class OwnRedis:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class OwnSentinels:
+    """A primary, its replica and three Redis Sentinels on free local ports, so a test can fail the primary over."""
+
+    MASTER = "chatsite"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.primary_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    @property
+    def setting(self) -> str:
+        """REDIS_SENTINELS for the site."""
+        return ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+
+    def _redis(self, name: str, port: int, *extra: str) -> None:
+        args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        self._run(name, [*args, "--dir", str(self.directory), *extra])
+
+    def _run(self, name: str, args: list[str]) -> None:
+        with open(self.directory / f"{name}.log", "wb") as log:  # the process keeps its own copy of the descriptor
+            self.processes[name] = subprocess.Popen(args, stdout=log, stderr=log)
+
+    def start(self) -> OwnSentinels:
+        """Start all five and return once the sentinels agree on the primary and see its replica and each other."""
+        self._redis("primary", self.primary_port)
+        self._redis("replica", self.replica_port, "--replicaof", "127.0.0.1", str(self.primary_port))
+        for index, port in enumerate(self.sentinel_ports):
+            config = self.directory / f"sentinel-{index}.conf"
+            config.write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {self.MASTER} 1000\n"
+                f"sentinel failover-timeout {self.MASTER} 5000\n"
+            )
+            binary = ["redis-sentinel"] if shutil.which("redis-sentinel") else ["redis-server"]
+            args = [*binary, str(config), *([] if binary == ["redis-sentinel"] else ["--sentinel"])]
+            self._run(f"sentinel-{index}", args)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if all(self._ready(port) for port in self.sentinel_ports):
+                    return self
+            except redis.RedisError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError("the sentinels did not come together")
+
+    def _ready(self, port: int) -> bool:
+        """Whether a sentinel knows the primary, one replica in sync, and the two other sentinels."""
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=2)
+        try:
+            state = client.sentinel_master(self.MASTER)
+        finally:
+            client.close()
+        return state["num-slaves"] == 1 and state["num-other-sentinels"] == 2 and "s_down" not in state["flags"]
+
+    def primary(self) -> int:
+        """The port the sentinels name as the primary now."""
+        client = redis.Redis(port=self.sentinel_ports[0], decode_responses=True, socket_timeout=2)
+        try:
+            return int(client.sentinel_get_master_addr_by_name(self.MASTER)[1])
+        finally:
+            client.close()
+
+    def kill_primary(self) -> None:
+        """kill -9 the primary, as a crashed machine would go."""
+        process = self.processes.pop("primary")
+        process.kill()
+        process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop whatever still runs."""
+        for process in self.processes.values():
+            process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
 
 
 def _listens(pid: int, port: int) -> bool:

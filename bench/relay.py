@@ -7,7 +7,8 @@ N daphne processes, and S streams x T tabs. It prints, per run:
 
 - the latency added per token, from the fake's send to a tab's receive on one clock (p50/p95/p99),
   with the site's coalescing window as configured (`--coalesce`, 0 = none);
-- the added time to first token (site minus direct);
+- the added time to first token (site minus direct), median and p95: `--streams 100 --tabs 1` is the start
+  burst, 100 replies sent within one second (`--spread`);
 - frames per token, sequence gaps, CPU seconds per 1,000 tokens delivered, and CPU use;
 - the same streams read straight from the fake with the openai SDK, and the ratio site / direct.
 
@@ -104,7 +105,7 @@ async def watch(url: str, stream: Stream, headers: dict[str, str], ready: asynci
         ready.set()
         if sender:
             await stream_start.wait()
-            await asyncio.sleep(random.uniform(0, 1.0))  # streams start spread over a second, as people do
+            await asyncio.sleep(random.uniform(0, stream_spread))  # streams start spread over a second, as people do
             stream.sent_at_ns = time.time_ns()
             await ws.send(json.dumps({"type": "message.send", "content": stream_prompt}))
         seq = 0
@@ -129,16 +130,17 @@ async def watch(url: str, stream: Stream, headers: dict[str, str], ready: asynci
 
 stream_start = asyncio.Event()
 stream_prompt = ""
+stream_spread = 1.0
 
 
-async def direct_baseline(base_url: str, streams: int, prompt: str) -> dict[str, Any]:
+async def direct_baseline(base_url: str, streams: int, prompt: str, spread: float) -> dict[str, Any]:
     """The same streams read straight from the fake DeepSeek with the openai SDK."""
     latencies: list[float] = []
     ttfts: list[float] = []
     client = openai.AsyncOpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
 
     async def one() -> None:
-        await asyncio.sleep(random.uniform(0, 1.0))
+        await asyncio.sleep(random.uniform(0, spread))
         started = time.time_ns()
         first = 0
         response = await client.chat.completions.create(
@@ -158,6 +160,7 @@ async def direct_baseline(base_url: str, streams: int, prompt: str) -> dict[str,
     return {
         "latency_ms": {p: percentile(latencies, p) for p in (50, 95, 99)},
         "ttft_ms_median": statistics.median(ttfts),
+        "ttft_ms_p95": percentile(ttfts, 95),
     }
 
 
@@ -177,8 +180,9 @@ def _new_user(url: str, streams: int) -> tuple[list[str], dict[str, str]]:
 
 async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
     """One run: S streams x T tabs on N processes; returns every figure."""
-    global stream_prompt
+    global stream_prompt, stream_spread
     random.seed(1)
+    stream_spread = args.spread
     stream_start.clear()
     stream_prompt = f"bench [[fake tokens={args.tokens} delay={1 / args.rate:.5f} first={args.first} stamp]]"
     with tempfile.TemporaryDirectory() as tmp:
@@ -235,22 +239,24 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             redis_cpu = cpu_seconds(redis_server.process.pid) - redis_cpu_before
             client_cpu = cpu_seconds(os.getpid()) - client_cpu_before
             fake_cpu = cpu_seconds(fake.process.pid) - fake_cpu_before
-            direct = await direct_baseline(fake.base_url.rstrip("/"), args.streams, stream_prompt)
+            direct = await direct_baseline(fake.base_url.rstrip("/"), args.streams, stream_prompt, args.spread)
         finally:
             site.stop()
             fake.stop()
             redis_server.stop()
     latencies = [v for s in streams for v in s.latencies_ms]
     delivered = sum(s.tokens for s in streams)
-    site_ttft = statistics.median((s.first_at_ns - s.sent_at_ns) / 1e6 for s in streams if s.first_at_ns)
+    ttfts = [(s.first_at_ns - s.sent_at_ns) / 1e6 for s in streams if s.first_at_ns]
     result = {
         "config": {k: getattr(args, k) for k in ("processes", "streams", "tabs", "tokens", "rate", "first")}
-        | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis}
+        | {"coalesce_s": args.coalesce, "layer": args.layer, "redis": args.redis, "spread_s": args.spread}
         | {"database": database_kind()},
         "latency_ms": {p: round(percentile(latencies, p), 2) for p in (50, 95, 99)},
         "direct_latency_ms": {p: round(v, 2) for p, v in direct["latency_ms"].items()},
-        "ttft_ms_median": round(site_ttft, 1),
+        "ttft_ms_median": round(statistics.median(ttfts), 1),
+        "ttft_ms_p95": round(percentile(ttfts, 95), 1),
         "direct_ttft_ms_median": round(direct["ttft_ms_median"], 1),
+        "direct_ttft_ms_p95": round(direct["ttft_ms_p95"], 1),
         "frames_per_token": round(sum(s.frames for s in streams) / max(delivered, 1), 3),
         "gaps": sum(s.gaps for s in streams),
         "tabs_failed": len(failures),
@@ -267,6 +273,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 2),
     }
     result["added_ttft_ms"] = round(result["ttft_ms_median"] - result["direct_ttft_ms_median"], 1)
+    result["added_ttft_ms_p95"] = round(result["ttft_ms_p95"] - result["direct_ttft_ms_p95"], 1)
     result["added_latency_ms"] = {
         p: round(result["latency_ms"][p] - result["direct_latency_ms"][p], 2) for p in (50, 95, 99)
     }
@@ -347,6 +354,7 @@ def _args(**overrides: Any) -> argparse.Namespace:
         redis="tcp",
         profile=None,
         cutoff=60.0,
+        spread=1.0,
     )
     return argparse.Namespace(**{**base, **overrides})
 
@@ -370,6 +378,9 @@ async def run_matrix(out: Path) -> None:
         _args(streams=5, tabs=20),
         # The load sweep at the defaults (pub/sub, TCP, 50 ms window): 2 tabs per stream on 2 processes.
         *[_args(streams=s) for s in (10, 15, 20, 25, 50, 75, 100)],
+        # The start burst: 100 replies sent within one second, each watched by one tab (short replies: the
+        # figure is the time to first token, which queues behind every start's database work).
+        _args(streams=100, tabs=1, tokens=60),
         # The same sweep on channels_redis' core layer, for comparison.
         *[_args(streams=s, layer="core") for s in (10, 25)],
     ]
@@ -412,6 +423,7 @@ def main() -> None:
     parser.add_argument("--redis", choices=["tcp", "unix"], default="tcp")
     parser.add_argument("--idle-sockets", type=int, default=0, help="measure RSS per idle socket instead")
     parser.add_argument("--cutoff", type=float, default=60.0, help="seconds past the stream's length to wait")
+    parser.add_argument("--spread", type=float, default=1.0, help="seconds over which the streams start")
     parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")
     parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
     args = parser.parse_args()

@@ -195,6 +195,7 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             "CHAT_CHANNEL_LAYER": args.layer,
             "CHAT_LIMIT_MESSAGES_PER_MINUTE": "0",
             "CHAT_LIMIT_CONCURRENT_REPLIES": "0",
+            "CHAT_LIMIT_SOCKETS_PER_USER": "0",  # one user watches every stream here; the cap is 50 sockets
             "DJANGO_LOG_LEVEL": "WARNING",
         }
         site = LiveSite(Path(tmp), redis_url=redis_server.url, env=env)

@@ -90,6 +90,7 @@ class Stream:
     conversation_id: str
     sent_at_ns: int = 0
     first_at_ns: int = 0
+    created_at_ns: int = 0  # the reply's message.created reached the sender: the send itself is done
     latencies_ms: list[float] = field(default_factory=list)
     frames: int = 0
     tokens: int = 0
@@ -123,6 +124,8 @@ async def watch(url: str, stream: Stream, headers: dict[str, str], ready: asynci
                 stream.latencies_ms += [(now - int(s)) / 1e6 for s in stamps]
                 if sender and not stream.first_at_ns:
                     stream.first_at_ns = now
+            elif kind == "message.created" and sender and event["message"]["role"] == "assistant":
+                stream.created_at_ns = stream.created_at_ns or now
             elif kind == "message.completed":
                 stream.completed += 1
                 return
@@ -220,9 +223,11 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
             started = time.monotonic()
             stream_start.set()
             spies = []
-            if args.profile:  # sample the middle of the run, when every stream is flowing
-                await asyncio.sleep(1.5)
-                spies = profile.record(pids, args.tokens / args.rate - 2, Path(args.profile))
+            if args.profile:  # sample the middle of the run, when every stream is flowing (or, with
+                # --profile-start, the starts themselves)
+                await asyncio.sleep(0.0 if args.profile_start else 1.5)
+                seconds = args.spread + 2.0 if args.profile_start else args.tokens / args.rate - 2
+                spies = profile.record(pids, seconds, Path(args.profile))
             # A run that falls too far behind is cut off and reported as unfinished, not waited for.
             _done, late = await asyncio.wait(tasks, timeout=args.tokens / args.rate + args.cutoff)
             for task in late:
@@ -258,6 +263,11 @@ async def run_relay(args: argparse.Namespace) -> dict[str, Any]:
         "ttft_ms_p95": round(percentile(ttfts, 95), 1),
         "direct_ttft_ms_median": round(direct["ttft_ms_median"], 1),
         "direct_ttft_ms_p95": round(direct["ttft_ms_p95"], 1),
+        # Of the time to first token, how long the send took until the reply existed (the database's share).
+        "send_to_created_ms": {
+            p: round(percentile([(s.created_at_ns - s.sent_at_ns) / 1e6 for s in streams if s.created_at_ns], p), 1)
+            for p in (50, 95)
+        },
         "frames_per_token": round(sum(s.frames for s in streams) / max(delivered, 1), 3),
         "gaps": sum(s.gaps for s in streams),
         "tabs_failed": len(failures),
@@ -354,6 +364,7 @@ def _args(**overrides: Any) -> argparse.Namespace:
         layer="pubsub",
         redis="tcp",
         profile=None,
+        profile_start=False,
         cutoff=60.0,
         spread=1.0,
     )
@@ -426,6 +437,7 @@ def main() -> None:
     parser.add_argument("--cutoff", type=float, default=60.0, help="seconds past the stream's length to wait")
     parser.add_argument("--spread", type=float, default=1.0, help="seconds over which the streams start")
     parser.add_argument("--profile", metavar="DIR", help="record each daphne with py-spy into DIR")
+    parser.add_argument("--profile-start", action="store_true", help="profile the starts, not the middle")
     parser.add_argument("--matrix", action="store_true", help="run the whole set; write bench/results.json")
     args = parser.parse_args()
     use_postgres_if_it_answers()

@@ -16,7 +16,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from chat import recovery, sweeper
+from chat import recovery, sweeper, upstream
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ def ensure_started() -> None:
     sweeper.ensure_running()
 
 
+async def stop() -> None:
+    """At shutdown: close the DeepSeek client's connections (an aiohttp session left open is logged as an error)."""
+    try:
+        await upstream.close_shared_client()
+    except Exception:
+        logger.warning("could not close the DeepSeek client", exc_info=True)
+
+
 async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """The ASGI lifespan protocol (uvicorn, hypercorn): start the work when the server starts."""
     while True:
@@ -48,6 +56,7 @@ async def lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            await stop()
             await send({"type": "lifespan.shutdown.complete"})
             return
 

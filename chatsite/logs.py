@@ -174,6 +174,7 @@ def serve(argv: list[str] | None = None) -> None:
 
         def run(self) -> None:
             reactor.callWhenRunning(_start_background_work)  # type: ignore[attr-defined]
+            reactor.addSystemEventTrigger("before", "shutdown", _stop_background_work)  # type: ignore[attr-defined]
             super().run()
 
     class MaskedCommandLine(CommandLineInterface):
@@ -188,6 +189,15 @@ def _start_background_work() -> None:
 
     # daphne made the reactor's loop the current one; it is not running yet, so the work goes in a callback.
     asyncio.get_event_loop().call_soon(startup.ensure_started)
+
+
+def _stop_background_work() -> Any:
+    """Before the reactor stops (SIGTERM, SIGINT): close what the work holds open; the reactor waits for it."""
+    from twisted.internet.defer import Deferred
+
+    from chat import startup
+
+    return Deferred.fromFuture(asyncio.ensure_future(startup.stop()))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from django.core.cache import cache
 from django.test import Client
 
-from chat import services, socketcap, streamstate
+from chat import services, socketcap, streamstate, upstream
 from chat.models import Conversation
 from chatsite.asgi import application
 from tests.fake_upstream import FakeUpstreamServer
@@ -44,6 +44,13 @@ def _fast_replies(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     yield
     streamstate.reset_store()
     channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
+async def _upstream_client_closed() -> AsyncIterator[None]:
+    """Close the test loop's DeepSeek client (aiohttp) before the loop ends, as the server does at shutdown."""
+    yield
+    await upstream.close_shared_client()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ The last user message may carry a directive such as `[[fake tokens=40 delay=0.02
 - `stall_after=N` go silent after N chunks; `no_finish` end without a finish reason;
 - `echo` answer with the message itself (without the directive), a few characters a chunk;
 - `fail=429x2` answer the first 2 attempts of this message with HTTP 429 (any status), then stream;
+  `fail=0x2` drops the connection of the first 2 attempts without an answer (a connection error);
   `retry_after=S` sends a Retry-After header with those failures;
 - `queue=S` send only keep-alive comments for S seconds before the first chunk (a queued request);
 - `keepalive_after=N` after N chunks send only keep-alive comments, forever (a silent stall);
@@ -63,6 +64,8 @@ import uvicorn
 DIRECTIVE = re.compile(r"\[\[fake((?:[^\]]|\](?!\]))*)\]\]")
 RETIRED_MODELS = {"deepseek-chat", "deepseek-reasoner"}
 
+DROP = -1  # a `fail=` status meaning: drop the connection, answer nothing
+
 
 @dataclass
 class Script:
@@ -115,7 +118,8 @@ class Script:
                 setattr(script, key, float(value))
             elif key == "fail":
                 status, _, times = value.partition("x")
-                script.fail_status, script.fail_times = int(status), int(times or 1)
+                # `fail=0x2`: the first 2 attempts have their connection dropped without an answer.
+                script.fail_status, script.fail_times = int(status) or DROP, int(times or 1)
             elif key in {"retry_after", "finish", "args"}:
                 setattr(script, key, value)
             elif key == "tool":
@@ -318,6 +322,9 @@ class FakeUpstream:
             return
         key = json.dumps(body.get("messages", [])[-1:])
         self.attempts[key] = self.attempts.get(key, 0) + 1
+        if script.fail_status == DROP and self.attempts[key] <= script.fail_times:
+            await self._outage(send, receive, 0, record)
+            return
         if script.fail_status and self.attempts[key] <= script.fail_times:
             record.outcome = f"status {script.fail_status}"
             record.ended.set()

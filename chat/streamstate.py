@@ -185,8 +185,22 @@ class LocalStreamStore:
         pass  # only this process uses this store
 
 
+# One delta into the snapshot and the log, atomically, as one command: a MULTI pipeline of seven commands cost
+# the writer three times the CPU in redis-py (packing and parsing each of them; docs/BENCHMARKS.md).
+# KEYS: seq, content, reasoning, log. ARGV: seq, content, reasoning, the delta as JSON, the TTL in seconds.
+# Returns the bytes of content and reasoning now stored (APPEND's or STRLEN's).
+_APPEND = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[5])
+local content = ARGV[2] ~= '' and redis.call('APPEND', KEYS[2], ARGV[2]) or redis.call('STRLEN', KEYS[2])
+local reasoning = ARGV[3] ~= '' and redis.call('APPEND', KEYS[3], ARGV[3]) or redis.call('STRLEN', KEYS[3])
+redis.call('RPUSH', KEYS[4], ARGV[4])
+redis.call('EXPIRE', KEYS[4], ARGV[5])
+return {content, reasoning}
+"""
+
+
 class RedisStreamStore:
-    """The shared store: three keys per reply, written in one transaction, read with one MGET."""
+    """The shared store: three keys per reply and a log of its deltas; a delta is one script call, a read one MGET."""
 
     shared = True
 
@@ -196,6 +210,7 @@ class RedisStreamStore:
             weakref.WeakKeyDictionary()
         )
         self._sync: redis.Redis | None = None
+        self._appends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
 
     def _client(self) -> aioredis.Redis:
         """A client bound to the running loop (redis.asyncio pools cannot cross loops)."""
@@ -241,18 +256,17 @@ class RedisStreamStore:
         await self.renew_lease(message_id)
 
     async def append(self, message_id: uuid.UUID, delta: dict[str, Any], *, expect: tuple[int, int]) -> bool:
-        seq_key, content_key, reasoning_key = self._keys(message_id)
         content, reasoning = delta.get("content", ""), delta.get("reasoning", "")
-        log_key = self._log_key(message_id)
-        async with self._client().pipeline(transaction=True) as pipe:
-            pipe.set(seq_key, delta["seq"], ex=SNAPSHOT_TTL_SECONDS)
-            pipe.append(content_key, content) if content else pipe.strlen(content_key)
-            pipe.append(reasoning_key, reasoning) if reasoning else pipe.strlen(reasoning_key)
-            pipe.rpush(log_key, json.dumps(delta, separators=(",", ":")))
-            pipe.expire(log_key, SNAPSHOT_TTL_SECONDS)
-            _, content_bytes, reasoning_bytes, _, _ = await pipe.execute()
+        loop = asyncio.get_running_loop()
+        script = self._appends.get(loop)
+        if script is None:  # redis-py runs it by SHA, loading it again after a restart or a failover
+            script = self._appends[loop] = self._client().register_script(_APPEND)
+        content_bytes, reasoning_bytes = await script(
+            keys=[*self._keys(message_id), self._log_key(message_id)],
+            args=[delta["seq"], content, reasoning, json.dumps(delta, separators=(",", ":")), SNAPSHOT_TTL_SECONDS],
+        )
         # After a Redis restart APPEND starts from nothing: the lengths tell, and the writer rewrites it.
-        return (content_bytes, reasoning_bytes) == expect
+        return (int(content_bytes), int(reasoning_bytes)) == expect
 
     async def deltas_after(self, message_id: uuid.UUID, seq: int) -> list[dict[str, Any]] | None:
         raw = await self._client().lrange(self._log_key(message_id), 0, -1)

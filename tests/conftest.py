@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import uuid
@@ -46,11 +47,18 @@ def _fast_replies(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> It
     channel_layers.backends.clear()
 
 
-@pytest.fixture(autouse=True)
-async def _upstream_client_closed() -> AsyncIterator[None]:
+@pytest.fixture
+async def _upstream_client_closing() -> AsyncIterator[None]:
     """Close the test loop's DeepSeek client (aiohttp) before the loop ends, as the server does at shutdown."""
     yield
     await upstream.close_shared_client()
+
+
+@pytest.fixture(autouse=True)
+def _upstream_client_closed(request: pytest.FixtureRequest) -> None:
+    """For async tests only: a sync test may run inside another loop (Playwright's), where no fixture can await."""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("_upstream_client_closing")
 
 
 @pytest.fixture(scope="session")

@@ -47,11 +47,11 @@ def url_options(url: str) -> dict[str, Any]:
     return options
 
 
-def _sentinel_kwargs(password: str) -> dict[str, Any]:
+def _sentinel_kwargs() -> dict[str, Any]:
     """How to talk to the sentinels themselves: short timeouts, and their own password if they have one."""
     options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
-    if password:
-        options["password"] = password
+    if settings.REDIS_SENTINEL_PASSWORD:
+        options["password"] = settings.REDIS_SENTINEL_PASSWORD
     return options
 
 
@@ -60,27 +60,22 @@ def through_sentinel() -> bool:
     return bool(settings.REDIS_SENTINELS)
 
 
-def _sentinel(kind: type[Sentinel] | type[AsyncSentinel]) -> Any:
-    """A Sentinel manager (sync or asyncio) for REDIS_SENTINELS."""
-    return kind(settings.REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs(settings.REDIS_SENTINEL_PASSWORD))
-
-
-def _client(kind: Any, sentinel_kind: Any, url: str | None, options: dict[str, Any]) -> Any:
-    """A client of the primary: from the URL, or as the sentinels name it (the URL gives database and password)."""
-    url = url or settings.REDIS_URL
-    if not through_sentinel():
-        return kind.from_url(url, **options)
-    return _sentinel(sentinel_kind).master_for(settings.REDIS_SENTINEL_MASTER, **url_options(url), **options)
-
-
 def sync_client(url: str | None = None, **options: Any) -> redis.Redis:
     """A redis-py client of the primary (REDIS_URL unless another URL is given), for sync code; its own pool."""
-    return _client(redis.Redis, Sentinel, url, options)
+    url = url or settings.REDIS_URL
+    if not through_sentinel():
+        return redis.Redis.from_url(url, **options)
+    sentinel = Sentinel(settings.REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs())
+    return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, **url_options(url), **options)
 
 
 def async_client(url: str | None = None, **options: Any) -> aioredis.Redis:
     """A redis.asyncio client of the primary, for the running event loop (its pool cannot cross loops)."""
-    return _client(aioredis.Redis, AsyncSentinel, url, options)
+    url = url or settings.REDIS_URL
+    if not through_sentinel():
+        return aioredis.Redis.from_url(url, **options)
+    sentinel = AsyncSentinel(settings.REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs())
+    return sentinel.master_for(settings.REDIS_SENTINEL_MASTER, **url_options(url), **options)
 
 
 class CachePool(SentinelConnectionPool):
@@ -92,7 +87,8 @@ class CachePool(SentinelConnectionPool):
         if not through_sentinel():
             return redis.ConnectionPool.from_url(url, **options)
         options = {key: value for key, value in options.items() if value is not None}
-        return cls(settings.REDIS_SENTINEL_MASTER, _sentinel(Sentinel), **url_options(url), **options)
+        sentinel = Sentinel(settings.REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs())
+        return cls(settings.REDIS_SENTINEL_MASTER, sentinel, **url_options(url), **options)
 
 
 def layer_host(url: str, sentinels: list[tuple[str, int]], master: str, sentinel_password: str) -> dict[str, Any]:
@@ -101,7 +97,10 @@ def layer_host(url: str, sentinels: list[tuple[str, int]], master: str, sentinel
     # BZPOPMIN: an idle process's receive then times out and kills a socket every 5 s. Read longer.
     host: dict[str, Any] = {"socket_timeout": 30}
     if sentinels:
-        host |= {"sentinels": sentinels, "master_name": master, "sentinel_kwargs": _sentinel_kwargs(sentinel_password)}
+        sentinel_options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 2}
+        if sentinel_password:
+            sentinel_options["password"] = sentinel_password
+        host |= {"sentinels": sentinels, "master_name": master, "sentinel_kwargs": sentinel_options}
         host |= url_options(url)
     else:
         host["address"] = url

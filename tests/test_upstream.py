@@ -33,8 +33,7 @@ async def ask(user, content, **conversation):
     return events, reply
 
 
-# 0x2: the connection dropped without an answer, which the SDK's aiohttp transport reports as a connect
-# timeout; it is a connection error, retried like a 5xx, never a stall.
+# 0x2: the connection dropped without an answer: a connection error, retried like a 5xx, never a stall.
 @pytest.mark.parametrize("failure", ["429x2", "503x1", "500x2", "0x2"])
 async def test_refusals_before_the_first_byte_are_retried(user, fake_upstream, failure):
     events, reply = await ask(user, f"x [[fake tokens=5 fail={failure}]]")

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import redis
 import redis.asyncio as aioredis
 from django.conf import settings
+from redis.commands.core import AsyncScript
 
 from chat import redisconn
 
@@ -206,20 +207,24 @@ class RedisStreamStore:
 
     def __init__(self, url: str) -> None:
         self._url = url
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aioredis.Redis] = (
+        # Per loop: its client and the append script registered on it (redis.asyncio pools cannot cross loops).
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[aioredis.Redis, AsyncScript]] = (
             weakref.WeakKeyDictionary()
         )
         self._sync: redis.Redis | None = None
-        self._appends: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+
+    def _held(self) -> tuple[aioredis.Redis, AsyncScript]:
+        """The running loop's client and `_APPEND` on it (run by SHA, loaded again after a restart or failover)."""
+        loop = asyncio.get_running_loop()
+        held = self._clients.get(loop)
+        if held is None:
+            client = redisconn.async_client(self._url, decode_responses=True, health_check_interval=30)
+            held = self._clients[loop] = (client, client.register_script(_APPEND))
+        return held
 
     def _client(self) -> aioredis.Redis:
-        """A client bound to the running loop (redis.asyncio pools cannot cross loops)."""
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = redisconn.async_client(self._url, decode_responses=True, health_check_interval=30)
-            self._clients[loop] = client
-        return client
+        """A client bound to the running loop."""
+        return self._held()[0]
 
     @staticmethod
     def _keys(message_id: uuid.UUID) -> tuple[str, str, str]:
@@ -257,11 +262,7 @@ class RedisStreamStore:
 
     async def append(self, message_id: uuid.UUID, delta: dict[str, Any], *, expect: tuple[int, int]) -> bool:
         content, reasoning = delta.get("content", ""), delta.get("reasoning", "")
-        loop = asyncio.get_running_loop()
-        script = self._appends.get(loop)
-        if script is None:  # redis-py runs it by SHA, loading it again after a restart or a failover
-            script = self._appends[loop] = self._client().register_script(_APPEND)
-        content_bytes, reasoning_bytes = await script(
+        content_bytes, reasoning_bytes = await self._held()[1](
             keys=[*self._keys(message_id), self._log_key(message_id)],
             args=[delta["seq"], content, reasoning, json.dumps(delta, separators=(",", ":")), SNAPSHOT_TTL_SECONDS],
         )

@@ -33,6 +33,7 @@ from chat import (
     relay,
     services,
     simulator,
+    tasks,
     titles,
     toolcalls,
     upstream,
@@ -494,7 +495,7 @@ class StopListener:
         """Let go of a listener that cannot serve any more (its reader ended, or tests changed the loop or layer)."""
         relay.Subscription.live.discard(self.subscription)
         if self.loop is asyncio.get_running_loop():
-            relay.keep(self.loop.create_task(self.subscription.close()))
+            tasks.keep(self.loop.create_task(self.subscription.close()))
 
     @property
     def usable(self) -> bool:

@@ -20,6 +20,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
+from chat.tasks import keep
+
 logger = logging.getLogger(__name__)
 
 # Events a listener may fall behind by before the queue is dropped and it resyncs from a fresh state.
@@ -94,16 +96,6 @@ class DeltaFilter:
             return "resync"
         self.sent_seq[event["message_id"]] = event["seq"]
         return "send"
-
-
-_kept: set[asyncio.Task[Any]] = set()
-
-
-def keep(task: asyncio.Task[Any]) -> asyncio.Task[Any]:
-    """Hold a fire-and-forget task until it ends, so it is not garbage-collected mid-run."""
-    _kept.add(task)
-    task.add_done_callback(_kept.discard)
-    return task
 
 
 async def uninterrupted(coroutine: Any) -> Any:

@@ -17,7 +17,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.conf import settings
 
-from chat import events, eventschema, metrics, relay, selectors
+from chat import events, eventschema, metrics, relay, selectors, tasks
 from chat.models import Conversation, Message
 from chat.streamstate import get_store
 
@@ -119,7 +119,7 @@ class Body:
     def close(self) -> None:
         """The response is done: release the feed on its loop."""
         if not self.feed.subscription.closed and not self.loop.is_closed():
-            self.loop.call_soon_threadsafe(lambda: relay.keep(self.loop.create_task(self.feed.close())))
+            self.loop.call_soon_threadsafe(lambda: tasks.keep(self.loop.create_task(self.feed.close())))
 
 
 def sse_frame(event: dict[str, Any]) -> bytes:

@@ -18,6 +18,7 @@ import httpx2
 import openai
 from django.conf import settings
 
+from chat import tasks
 from chat.upstream_http import AiohttpTransport
 
 logger = logging.getLogger(__name__)
@@ -186,15 +187,10 @@ def shared_client() -> openai.AsyncOpenAI:
     held = _clients.get(loop)
     if held is None or held[0] != key:
         if held is not None:  # the settings changed: let the old client's connections go
-            closing = loop.create_task(held[1].close())
-            _closing.add(closing)
-            closing.add_done_callback(_closing.discard)
+            tasks.keep(loop.create_task(held[1].close()))
         held = (key, make_client())
         _clients[loop] = held
     return held[1]
-
-
-_closing: set[asyncio.Task[None]] = set()
 
 
 async def close_shared_client() -> None:

@@ -25,7 +25,7 @@ def http_error(exc: BaseException) -> httpx2.TransportError:
         kind = httpx2.ProxyError
     elif isinstance(exc, aiohttp.ConnectionTimeoutError):
         kind = httpx2.ConnectTimeout
-    elif isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
+    elif isinstance(exc, TimeoutError):  # aiohttp's read timeouts are TimeoutErrors too
         kind = httpx2.ReadTimeout
     elif isinstance(exc, aiohttp.ClientConnectorError):
         kind = httpx2.ConnectError

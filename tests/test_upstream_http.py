@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -35,7 +36,8 @@ async def _serve(handler: Callable[[asyncio.StreamWriter], Awaitable[None]]) -> 
     return server, f"http://127.0.0.1:{port}/chat/completions"
 
 
-async def _client(url: str, read: float = 5) -> AsyncIterator[httpx2.Response]:
+@contextlib.asynccontextmanager
+async def _streamed(url: str, read: float = 5) -> AsyncIterator[httpx2.Response]:
     """A streamed POST through the transport, as the SDK sends one."""
     async with httpx2.AsyncClient(transport=AiohttpTransport(), timeout=httpx2.Timeout(5, read=read)) as client:
         async with client.stream("POST", url, content=b"{}") as response:
@@ -51,7 +53,7 @@ async def test_bytes_that_arrived_before_a_cut_are_read_before_the_cut():
     server, url = await _serve(cut_after_six_events)
     received = b""
     async with server:
-        async for response in _client(url):
+        async with _streamed(url) as response:
             # The reader is busy (a loaded server) while the events and the cut arrive together.
             await asyncio.sleep(0.3)
             with pytest.raises(httpx2.ReadError):
@@ -65,7 +67,7 @@ async def test_a_refused_connection_is_a_connect_error_not_a_timeout():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     with pytest.raises(httpx2.ConnectError):
-        async for _ in _client(f"http://127.0.0.1:{port}/chat/completions"):
+        async with _streamed(f"http://127.0.0.1:{port}/chat/completions"):
             pass
 
 
@@ -78,7 +80,7 @@ async def test_silence_after_the_headers_is_a_read_timeout():
 
     server, url = await _serve(silent)
     async with server:
-        async for response in _client(url, read=0.3):
+        async with _streamed(url, read=0.3) as response:
             with pytest.raises(httpx2.ReadTimeout):
                 async for _ in response.aiter_raw():
                     pass
